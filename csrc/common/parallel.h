@@ -1,0 +1,18 @@
+// CPU launcher: runs body(i) for i in [0, n) on ATen's intra-op thread pool (OpenMP when torch
+// is built with it), so torch.set_num_threads governs handgeom too. Each index must own its
+// outputs: bodies never race, and results do not depend on the thread count.
+#pragma once
+
+#include <ATen/Parallel.h>
+
+namespace handgeom {
+
+// grain: indices per task; pick it so one task is worth ~10 us of work.
+template <typename Body>
+void parallel_for_cpu(int64_t n, int64_t grain, const Body& body) {
+  at::parallel_for(0, n, grain, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) body(i);
+  });
+}
+
+}  // namespace handgeom

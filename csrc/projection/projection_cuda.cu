@@ -1,0 +1,31 @@
+// CUDA launch of the projection kernels (launch code only; the bodies are projection_kernels.h).
+#include <c10/cuda/CUDAGuard.h>
+
+#include "common/cuda_launch.cuh"
+#include "projection/projection.h"
+
+namespace handgeom::projection {
+
+namespace {
+struct CudaLaunch {
+  template <typename Body>
+  void operator()(int64_t n, const Body& body) const { parallel_for_cuda(n, body); }
+};
+// Channels per backward thread: B*P*C/8 threads, each reusing its pixel geometry 8 times.
+constexpr int64_t kBackwardChunk = 8;
+}  // namespace
+
+at::Tensor forward_cuda(const at::Tensor& uv, const at::Tensor& feat, const at::Tensor& bones,
+                        const Options& o) {
+  const c10::cuda::CUDAGuard guard(uv.device());
+  return forward(uv, feat, bones, o, CudaLaunch{});
+}
+
+std::tuple<at::Tensor, at::Tensor> backward_cuda(const at::Tensor& grad_out, const at::Tensor& uv,
+                                                 const at::Tensor& feat, const at::Tensor& bones,
+                                                 const Options& o) {
+  const c10::cuda::CUDAGuard guard(uv.device());
+  return backward(grad_out, uv, feat, bones, o, CudaLaunch{}, kBackwardChunk);
+}
+
+}  // namespace handgeom::projection

@@ -1,0 +1,203 @@
+// Kernel bodies of the multi-plane joint-to-feature projection (DIR, ICCV 2023), shared by the
+// CPU and CUDA launchers. Plane p of the output holds, at pixel centre x,
+//   m(d(x, ab)) * (w_a f_a + w_b f_b),   w_a = |x-b| / (|x-a| + |x-b|),   w_b = 1 - w_a,
+// for bone p = (a, b); m is a hard disc of `radius` pixels or a Gaussian truncated at 4 sigma.
+#pragma once
+
+#include "common/device.h"
+#include "common/vec.h"
+
+namespace handgeom::projection {
+
+enum Profile : int64_t { kHard = 0, kGaussian = 1 };
+
+// Everything a body needs, as raw pointers (contiguous) and sizes.
+template <typename T>
+struct Problem {
+  const T* uv;           // [B, J, 2] normalized (u, v) in [-1, 1]
+  const T* feat;         // [B, J, C]
+  const int64_t* bones;  // [P, 2] (parent, child), validated to lie in [0, J)
+  int64_t B, J, C, P, H, W;
+  int64_t profile;
+  T radius, sigma;  // pixels
+
+  // m(d) = 0 for d >= reach.
+  HG_HOST_DEVICE T reach() const { return profile == kHard ? radius : T(4) * sigma; }
+
+  HG_HOST_DEVICE Vec2<T> joint_px(int64_t b, int64_t j) const {
+    const T* q = uv + (b * J + j) * 2;
+    return {(q[0] + T(1)) * T(0.5) * T(W), (q[1] + T(1)) * T(0.5) * T(H)};
+  }
+  HG_HOST_DEVICE const T* joint_feat(int64_t b, int64_t j) const { return feat + (b * J + j) * C; }
+};
+
+// Pixel rows/columns [i0, i1) x [j0, j1) whose centres can lie within `reach` of segment ab.
+struct PixelBox {
+  int64_t i0, i1, j0, j1;
+};
+
+template <typename T>
+HG_HOST_DEVICE PixelBox bone_box(const Problem<T>& pr, Vec2<T> a, Vec2<T> b) {
+  const T r = pr.reach();
+  // Centre of pixel k is k + 0.5; clamp in floating point before converting (huge or NaN
+  // coordinates must still give indices inside the image).
+  auto first = [](T lo, int64_t n) { return int64_t(ceil(hg_clamp(lo - T(0.5), T(0), T(n)))); };
+  auto last = [](T hi, int64_t n) {
+    return int64_t(floor(hg_clamp(hi - T(0.5), T(-1), T(n - 1)))) + 1;
+  };
+  return {first(hg_min(a.y, b.y) - r, pr.H), last(hg_max(a.y, b.y) + r, pr.H),
+          first(hg_min(a.x, b.x) - r, pr.W), last(hg_max(a.x, b.x) + r, pr.W)};
+}
+
+// Mask, weights and the intermediates their derivatives need, for pixel centre x and bone ab.
+template <typename T>
+struct PixelGeometry {
+  T m, wa, wb;
+  T t;                 // closest segment point q = a + t (b - a)
+  T ra, rb;            // |x - a|, |x - b|
+  Vec2<T> xa, xb, xq;  // x - a, x - b, x - q
+};
+
+template <typename T>
+HG_HOST_DEVICE PixelGeometry<T> pixel_geometry(const Problem<T>& pr, Vec2<T> x, Vec2<T> a,
+                                               Vec2<T> b) {
+  PixelGeometry<T> g;
+  const Vec2<T> ab = b - a;
+  const T len2 = dot(ab, ab);
+  g.xa = x - a;
+  g.xb = x - b;
+  g.t = len2 > T(0) ? hg_clamp(dot(g.xa, ab) / len2, T(0), T(1)) : T(0);  // zero-length bone: a
+  g.xq = g.xa - ab * g.t;
+  const T d2 = dot(g.xq, g.xq), r = pr.reach();
+  g.m = d2 >= r * r ? T(0) : pr.profile == kHard ? T(1) : exp(-d2 / (T(2) * pr.sigma * pr.sigma));
+  g.ra = norm(g.xa);
+  g.rb = norm(g.xb);
+  const T s = g.ra + g.rb;
+  g.wa = s > T(0) ? g.rb / s : T(0.5);
+  g.wb = s > T(0) ? g.ra / s : T(0.5);
+  return g;
+}
+
+// Forward, one task per (batch, bone, pixel row): writes the row of all C channels of the bone's
+// plane, zeros outside the box, so every output element is written exactly once.
+template <typename T>
+struct ForwardRow {
+  Problem<T> pr;
+  T* out;  // [B, P*C, H, W]
+
+  HG_HOST_DEVICE void operator()(int64_t task) const {
+    const int64_t i = task % pr.H, bp = task / pr.H, p = bp % pr.P, b = bp / pr.P;
+    const int64_t ja = pr.bones[2 * p], jb = pr.bones[2 * p + 1], HW = pr.H * pr.W;
+    const Vec2<T> a = pr.joint_px(b, ja), bb = pr.joint_px(b, jb);
+    const T* fa = pr.joint_feat(b, ja);
+    const T* fb = pr.joint_feat(b, jb);
+    T* row = out + bp * pr.C * HW + i * pr.W;
+    const PixelBox box = bone_box(pr, a, bb);
+    const bool in_rows = i >= box.i0 && i < box.i1;
+    for (int64_t j = 0; j < pr.W; ++j) {
+      T ma = T(0), mb = T(0);
+      if (in_rows && j >= box.j0 && j < box.j1) {
+        const PixelGeometry<T> g = pixel_geometry(pr, Vec2<T>{T(j) + T(0.5), T(i) + T(0.5)}, a, bb);
+        ma = g.m * g.wa;
+        mb = g.m * g.wb;
+      }
+      for (int64_t c = 0; c < pr.C; ++c) row[c * HW + j] = ma * fa[c] + mb * fb[c];
+    }
+  }
+};
+
+// Backward, one task per (batch, bone, chunk of channels): sums over the box's pixels
+//   feat_partial[b,p,0,c] = sum m w_a g_c,  feat_partial[b,p,1,c] = sum m w_b g_c
+//   geom_partial[b,p,k,:] = dL/d(a_x, a_y, b_x, b_y) in pixels, from channels of chunk k.
+// The CPU runs one chunk of all C channels per bone; CUDA splits channels for parallelism.
+template <typename T>
+struct BackwardBone {
+  Problem<T> pr;
+  const T* grad_out;  // [B, P*C, H, W]
+  T* feat_partial;    // [B, P, 2, C], zero-initialized
+  T* geom_partial;    // [B, P, n_chunks, 4]
+  int64_t chunk, n_chunks;
+
+  HG_HOST_DEVICE void operator()(int64_t task) const {
+    const int64_t k = task % n_chunks, bp = task / n_chunks, p = bp % pr.P, b = bp / pr.P;
+    const int64_t c0 = k * chunk, c1 = hg_min(c0 + chunk, pr.C), HW = pr.H * pr.W;
+    const int64_t ja = pr.bones[2 * p], jb = pr.bones[2 * p + 1];
+    const Vec2<T> a = pr.joint_px(b, ja), bb = pr.joint_px(b, jb);
+    const T* fa = pr.joint_feat(b, ja);
+    const T* fb = pr.joint_feat(b, jb);
+    const T* g_plane = grad_out + bp * pr.C * HW;
+    T* da = feat_partial + bp * 2 * pr.C;
+    T* db = da + pr.C;
+    Vec2<T> grad_a{T(0), T(0)}, grad_b{T(0), T(0)};
+    const PixelBox box = bone_box(pr, a, bb);
+    for (int64_t i = box.i0; i < box.i1; ++i) {
+      for (int64_t j = box.j0; j < box.j1; ++j) {
+        const PixelGeometry<T> g = pixel_geometry(pr, Vec2<T>{T(j) + T(0.5), T(i) + T(0.5)}, a, bb);
+        if (g.m == T(0)) continue;
+        T sa = T(0), sb = T(0);  // sum_c g_c f_a[c], sum_c g_c f_b[c]
+        for (int64_t c = c0; c < c1; ++c) {
+          const T go = g_plane[c * HW + i * pr.W + j];
+          da[c] += g.m * g.wa * go;
+          db[c] += g.m * g.wb * go;
+          sa += go * fa[c];
+          sb += go * fb[c];
+        }
+        // Through the weights: dL/dw_a = m sa, dL/dw_b = m sb, and w depends on |x-a|, |x-b|.
+        const T s = g.ra + g.rb;
+        if (s > T(0)) {
+          const T dra = g.rb / (s * s) * g.m * (sb - sa), drb = g.ra / (s * s) * g.m * (sa - sb);
+          if (g.ra > T(0)) grad_a += g.xa * (-dra / g.ra);
+          if (g.rb > T(0)) grad_b += g.xb * (-drb / g.rb);
+        }
+        // Through the Gaussian mask: d(d^2)/da = -2 (1-t) (x-q), d(d^2)/db = -2 t (x-q).
+        if (pr.profile == kGaussian) {
+          const T coef = (g.wa * sa + g.wb * sb) * g.m / (pr.sigma * pr.sigma);
+          grad_a += g.xq * (coef * (T(1) - g.t));
+          grad_b += g.xq * (coef * g.t);
+        }
+      }
+    }
+    T* geom = geom_partial + (bp * n_chunks + k) * 4;
+    geom[0] = grad_a.x;
+    geom[1] = grad_a.y;
+    geom[2] = grad_b.x;
+    geom[3] = grad_b.y;
+  }
+};
+
+// Gathers the per-bone partial sums into per-joint gradients, one task per (batch, joint, k):
+// k < C gives grad_feat[b,j,k], k = C, C+1 give grad_uv[b,j,k-C]. A deterministic gather.
+template <typename T>
+struct GatherJoints {
+  Problem<T> pr;
+  const T* feat_partial;
+  const T* geom_partial;
+  int64_t n_chunks;
+  T* grad_uv;    // [B, J, 2]
+  T* grad_feat;  // [B, J, C]
+
+  HG_HOST_DEVICE void operator()(int64_t task) const {
+    const int64_t k = task % (pr.C + 2), bj = task / (pr.C + 2), j = bj % pr.J, b = bj / pr.J;
+    T acc = T(0);
+    for (int64_t p = 0; p < pr.P; ++p) {
+      for (int64_t side = 0; side < 2; ++side) {
+        if (pr.bones[2 * p + side] != j) continue;
+        const int64_t bp = b * pr.P + p;
+        if (k < pr.C) {
+          acc += feat_partial[(bp * 2 + side) * pr.C + k];
+        } else {
+          for (int64_t q = 0; q < n_chunks; ++q)
+            acc += geom_partial[(bp * n_chunks + q) * 4 + side * 2 + (k - pr.C)];
+        }
+      }
+    }
+    if (k < pr.C) {
+      grad_feat[bj * pr.C + k] = acc;
+    } else {
+      // pixel x = (u + 1) W / 2, y = (v + 1) H / 2
+      grad_uv[bj * 2 + (k - pr.C)] = acc * T(0.5) * T(k == pr.C ? pr.W : pr.H);
+    }
+  }
+};
+
+}  // namespace handgeom::projection

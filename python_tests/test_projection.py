@@ -1,0 +1,298 @@
+"""bone_plane_projection and sample_joint_features against the references in references.py."""
+
+import pytest
+import torch
+
+import handgeom
+from handgeom.ops import bone_plane_projection, sample_joint_features
+import references as ref
+
+requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+# Hand bones plus a point plane (parent == child).
+BONES = torch.tensor(ref.HAND_BONES + [(4, 4)])
+
+
+def random_inputs(batch=3, joints=21, channels=5, dtype=torch.float64, spread=1.3, seed=0):
+    """Joints spread beyond the image ([-spread, spread]); with 21 joints, adversarial
+    coincidences: joints 7 and 8 coincide (a zero-length bone) and joint 2 sits exactly on a
+    pixel centre."""
+    gen = torch.Generator().manual_seed(seed)
+    uv = (torch.rand(batch, joints, 2, generator=gen, dtype=dtype) * 2 - 1) * spread
+    if joints == 21:
+        uv[:, 8] = uv[:, 7]
+        uv[:, 2] = torch.tensor([(2 * 5.5 / 20) - 1, (2 * 3.5 / 12) - 1], dtype=dtype)  # pixel (3, 5) of 12x20
+    feat = torch.randn(batch, joints, channels, generator=gen, dtype=dtype)
+    return uv, feat
+
+
+CASES = [  # size, radius, profile, sigma
+    ((12, 20), 2.5, "hard", None),
+    ((16, 16), 1.0, "hard", None),
+    ((12, 20), 0.3, "hard", None),  # radius below a pixel
+    ((12, 20), 2.0, "gaussian", 1.5),
+    ((9, 7), 1.0, "gaussian", None),
+]
+
+
+def mask_margin(uv, size, radius, profile, sigma):
+    """|d - reach| per [B, H*W, P]: pixels this close to the mask edge may flip under rounding."""
+    d, _, _ = ref.bone_plane_geometry(uv.double(), BONES, size)
+    reach = ref.mask_reach(radius, profile, radius if sigma is None else sigma)
+    return (d - reach).abs()
+
+
+@pytest.mark.parametrize("size,radius,profile,sigma", CASES)
+def test_forward_matches_reference_float64(size, radius, profile, sigma):
+    uv, feat = random_inputs()
+    out = bone_plane_projection(uv, feat, BONES, size, radius, profile, sigma)
+    expected = ref.bone_plane_projection(uv, feat, BONES, size, radius, profile, sigma)
+    assert out.shape == (3, BONES.shape[0] * 5, *size)
+    assert expected.abs().sum() > 0  # the case draws something
+    torch.testing.assert_close(out, expected, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("size,radius,profile,sigma", CASES)
+def test_forward_float32_matches_float64_reference(size, radius, profile, sigma):
+    uv, feat = random_inputs(seed=1)
+    out = bone_plane_projection(uv.float(), feat.float(), BONES, size, radius, profile, sigma)
+    expected = ref.bone_plane_projection(uv, feat, BONES, size, radius, profile, sigma)
+    # compare away from the mask edge, where float32 rounding may legitimately flip a pixel
+    batch, planes, channels = 3, BONES.shape[0], 5
+    keep = mask_margin(uv, size, radius, profile, sigma) > 1e-4  # [B, HW, P]
+    keep = keep.permute(0, 2, 1).reshape(batch, planes, 1, *size).expand(-1, -1, channels, -1, -1)
+    keep = keep.reshape(batch, planes * channels, *size)
+    assert keep.float().mean() > 0.99
+    torch.testing.assert_close(out.double()[keep], expected[keep], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("size,radius,profile,sigma", CASES)
+def test_backward_matches_reference(size, radius, profile, sigma):
+    uv, feat = random_inputs(seed=2)
+    grad_out = torch.randn(3, BONES.shape[0] * 5, *size, dtype=torch.float64)
+    grads = []
+    for fn in (bone_plane_projection, ref.bone_plane_projection):
+        u, f = uv.clone().requires_grad_(), feat.clone().requires_grad_()
+        out = fn(u, f, BONES, size, radius, profile, sigma)
+        grads.append(torch.autograd.grad(out, (u, f), grad_out))
+    (uv_grad, feat_grad), (uv_expected, feat_expected) = grads
+    assert feat_expected.abs().sum() > 0 and uv_expected.abs().sum() > 0
+    torch.testing.assert_close(feat_grad, feat_expected, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(uv_grad, uv_expected, rtol=1e-10, atol=1e-10)
+    assert torch.isfinite(uv_grad).all()  # joint on a pixel centre, zero-length bone
+
+
+def test_backward_is_deterministic_across_thread_counts():
+    uv, feat = random_inputs(batch=4, channels=16, dtype=torch.float32, seed=3)
+    uv.requires_grad_(), feat.requires_grad_()
+    grad_out = torch.randn(4, BONES.shape[0] * 16, 32, 32)
+    threads = torch.get_num_threads()
+    results = []
+    try:
+        for n in (1, max(2, threads)):
+            torch.set_num_threads(n)
+            out = bone_plane_projection(uv, feat, BONES, 32, radius=2.0)
+            results.append((out, *torch.autograd.grad(out, (uv, feat), grad_out)))
+    finally:
+        torch.set_num_threads(threads)
+    for a, b in zip(*results):
+        assert torch.equal(a, b)
+
+
+def test_gradcheck_gaussian():
+    uv, feat = random_inputs(batch=2, joints=6, channels=2, seed=4)
+    bones = torch.tensor([(0, 1), (1, 2), (2, 3), (3, 3), (4, 5)])
+    uv.requires_grad_(), feat.requires_grad_()
+    fn = lambda u, f: bone_plane_projection(u, f, bones, (7, 9), profile="gaussian", sigma=1.2)
+    assert torch.autograd.gradcheck(fn, (uv, feat), eps=1e-6, atol=1e-6)
+
+
+def test_gradcheck_hard_away_from_mask_edge():
+    bones = torch.tensor([(0, 1), (1, 2), (2, 3), (3, 3), (4, 5)])
+    size, radius = (7, 9), 1.7
+    for seed in range(100):  # a configuration with no pixel centre within 1e-3 px of an edge
+        uv, feat = random_inputs(batch=2, joints=6, channels=2, spread=0.9, seed=seed)
+        uv[:, 2] += 0.01  # off the pixel centre: |x - a| is not differentiable at 0
+        d, _, _ = ref.bone_plane_geometry(uv, bones, size)
+        if (d - radius).abs().min() > 1e-3:
+            break
+    else:
+        pytest.fail("no configuration away from the mask edge")
+    uv.requires_grad_(), feat.requires_grad_()
+    fn = lambda u, f: bone_plane_projection(u, f, bones, size, radius=radius)
+    assert torch.autograd.gradcheck(fn, (uv, feat), eps=1e-7, atol=1e-6)
+
+
+@pytest.mark.parametrize("profile", ["hard", "gaussian"])
+def test_opcheck(profile):
+    uv, feat = random_inputs(batch=2, joints=21, channels=3, seed=5)
+    args = (uv.requires_grad_(), feat.requires_grad_(), BONES, 8, 10, 1.5, profile, 1.0)
+    torch.library.opcheck(torch.ops.handgeom.bone_plane_projection.default, args)
+
+
+def test_torch_compile_matches_eager():
+    uv, feat = random_inputs(batch=2, channels=4, dtype=torch.float32, seed=6)
+
+    def head(u, f):
+        planes = bone_plane_projection(u, f, BONES, 16, radius=2.0)
+        return planes.relu().sum(dim=(2, 3))
+
+    compiled = torch.compile(head, fullgraph=True)
+    u1, f1 = uv.clone().requires_grad_(), feat.clone().requires_grad_()
+    u2, f2 = uv.clone().requires_grad_(), feat.clone().requires_grad_()
+    out_eager, out_compiled = head(u1, f1), compiled(u2, f2)
+    torch.testing.assert_close(out_compiled, out_eager)
+    out_eager.sum().backward(), out_compiled.sum().backward()
+    torch.testing.assert_close(u2.grad, u1.grad)
+    torch.testing.assert_close(f2.grad, f1.grad)
+
+
+def test_non_contiguous_inputs_match_contiguous():
+    uv, feat = random_inputs(channels=6, seed=7)
+    uv_nc = uv.transpose(1, 2).contiguous().transpose(1, 2)  # same values, strided
+    feat_nc = feat.repeat_interleave(2, dim=2)[:, :, ::2]
+    bones_nc = BONES.t().contiguous().t()
+    assert not (uv_nc.is_contiguous() or feat_nc.is_contiguous() or bones_nc.is_contiguous())
+    expected = bone_plane_projection(uv, feat, BONES, (12, 20), 2.0)
+    torch.testing.assert_close(bone_plane_projection(uv_nc, feat_nc, bones_nc, (12, 20), 2.0), expected)
+
+
+def test_int32_bones_and_point_plane():
+    uv, feat = random_inputs(seed=8)
+    expected = bone_plane_projection(uv, feat, BONES, 16, 2.0)
+    torch.testing.assert_close(bone_plane_projection(uv, feat, BONES.int(), 16, 2.0), expected)
+    # a point plane is the joint's feature on a disc around it
+    point = bone_plane_projection(uv, feat, [(4, 4)], 16, 2.0)
+    on = point[:, :1] != 0
+    assert on.any() and torch.allclose(point[:, 1][on[:, 0]] / point[:, 0][on[:, 0]],
+                                       (feat[:, 4, 1] / feat[:, 4, 0]).unsqueeze(1).expand(-1, 256)[on.reshape(3, -1)])
+
+
+def test_empty_inputs():
+    uv, feat = random_inputs()
+    assert bone_plane_projection(uv[:0], feat[:0], BONES, 8).shape == (0, BONES.shape[0] * 5, 8, 8)
+    assert bone_plane_projection(uv, feat[:, :, :0], BONES, 8).shape == (3, 0, 8, 8)
+    empty = bone_plane_projection(uv, feat, torch.zeros(0, 2, dtype=torch.long), 8)
+    assert empty.shape == (3, 0, 8, 8)
+    u, f = uv[:0].clone().requires_grad_(), feat[:0].clone().requires_grad_()
+    bone_plane_projection(u, f, BONES, 8).sum().backward()
+    assert u.grad.shape == u.shape and f.grad.shape == f.shape
+
+
+def _bad(**change):
+    uv, feat = random_inputs(batch=2)
+    args = dict(joint_uv=uv, joint_feat=feat, bones=BONES, size=8, radius=1.0, profile="hard", sigma=None)
+    args.update(change)
+    return args
+
+
+nan_uv = random_inputs(batch=2)[0].clone()
+nan_uv[1, 3, 0] = float("nan")
+inf_uv = random_inputs(batch=2)[0].clone()
+inf_uv[0, 0, 1] = float("inf")
+
+BAD_INPUTS = [
+    (_bad(joint_uv=torch.zeros(2, 21)), RuntimeError, "joint_uv must have shape [*, *, 2], got [2, 21]"),
+    (_bad(joint_uv=torch.zeros(2, 21, 3, dtype=torch.float64)), RuntimeError, "joint_uv must have shape"),
+    (_bad(joint_feat=torch.zeros(3, 21, 5, dtype=torch.float64)), RuntimeError, "joint_feat must have shape [2, 21, *]"),
+    (_bad(joint_feat=torch.zeros(2, 21, 5)), RuntimeError, "joint_feat must have the dtype of joint_uv"),
+    (_bad(joint_uv=torch.zeros(2, 21, 2, dtype=torch.long)), RuntimeError, "joint_uv must be float32 or float64"),
+    (_bad(bones=torch.tensor([[0, 1, 2]])), RuntimeError, "bones must have shape [*, 2]"),
+    (_bad(bones=torch.tensor([[0, 21]])), RuntimeError, "bones entries must lie in [0, 21), got values in [0, 21]"),
+    (_bad(bones=torch.tensor([[-1, 3]])), RuntimeError, "bones entries must lie in [0, 21)"),
+    (_bad(bones=torch.tensor([[0.0, 1.0]])), RuntimeError, "bones must be int64"),
+    (_bad(joint_uv=nan_uv), RuntimeError, "joint_uv must be finite"),
+    (_bad(joint_uv=inf_uv), RuntimeError, "joint_uv must be finite"),
+    (_bad(radius=0.0), RuntimeError, "radius must be positive"),
+    (_bad(radius=float("nan")), RuntimeError, "radius must be positive"),
+    (_bad(profile="gaussian", sigma=-1.0), RuntimeError, "sigma must be positive"),
+    (_bad(profile="box"), ValueError, "profile must be 'hard' or 'gaussian'"),
+    (_bad(size=(0, 8)), RuntimeError, "height must be positive"),
+    (_bad(size=(8, -2)), RuntimeError, "width must be positive"),
+]
+
+
+@pytest.mark.parametrize("args,error,message", BAD_INPUTS)
+def test_bad_input_is_rejected_with_a_named_argument(args, error, message):
+    with pytest.raises(error) as info:
+        bone_plane_projection(**args)
+    assert message in str(info.value)
+
+
+def test_bad_profile_is_rejected_by_the_operator_itself():
+    uv, feat = random_inputs()
+    with pytest.raises(RuntimeError, match="profile must be 'hard' or 'gaussian', got 'box'"):
+        torch.ops.handgeom.bone_plane_projection(uv, feat, BONES, 8, 8, 1.0, "box", 1.0)
+
+
+def test_backward_op_checks_grad_out():
+    uv, feat = random_inputs()
+    with pytest.raises(RuntimeError, match=r"grad_out must have shape \[3, 105, 8, 8\]"):
+        torch.ops.handgeom.bone_plane_projection_backward(
+            torch.zeros(3, 104, 8, 8, dtype=torch.float64), uv, feat, BONES, 8, 8, 1.0, "hard", 1.0)
+
+
+# sample_joint_features --------------------------------------------------------------------------
+
+
+def test_sample_joint_features_matches_bilinear_reference():
+    gen = torch.Generator().manual_seed(9)
+    feat = torch.randn(2, 4, 9, 13, generator=gen, dtype=torch.float64)
+    uv = (torch.rand(2, 21, 2, generator=gen, dtype=torch.float64) * 2 - 1) * 1.2  # some outside
+    torch.testing.assert_close(sample_joint_features(feat, uv), ref.bilinear_sample(feat, uv))
+    feat.requires_grad_(), uv.requires_grad_()
+    assert torch.autograd.gradcheck(sample_joint_features, (feat, uv))
+
+
+def test_sample_joint_features_inverts_a_constant_projection():
+    uv, feat = random_inputs(batch=2, channels=3, spread=0.8, seed=10)
+    planes = bone_plane_projection(uv, feat, [(5, 5)], 32, radius=3.0)  # disc of joint 5's feature
+    torch.testing.assert_close(sample_joint_features(planes, uv[:, 5:6])[:, 0], feat[:, 5])
+
+
+@pytest.mark.parametrize("feat,uv,message", [
+    (torch.zeros(2, 4, 8), torch.zeros(2, 21, 2), "feat must have shape [B, C, H, W]"),
+    (torch.zeros(2, 4, 8, 8), torch.zeros(3, 21, 2), "joint_uv must have shape [2, J, 2]"),
+    (torch.zeros(2, 4, 8, 8), torch.zeros(2, 21, 2, dtype=torch.float64), "joint_uv must match feat's dtype"),
+])
+def test_sample_joint_features_bad_input(feat, uv, message):
+    with pytest.raises(ValueError) as info:
+        sample_joint_features(feat, uv)
+    assert message in str(info.value)
+
+
+# CUDA parity (runs on the first machine with a GPU) ----------------------------------------------
+
+
+@requires_cuda
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("size,radius,profile,sigma", CASES)
+def test_cuda_matches_cpu(size, radius, profile, sigma, dtype):
+    uv, feat = random_inputs(dtype=dtype, seed=11)
+    grad_out = torch.randn(3, BONES.shape[0] * 5, *size, dtype=dtype)
+    results = []
+    for device in ("cpu", "cuda"):
+        u = uv.to(device).requires_grad_()
+        f = feat.to(device).requires_grad_()
+        out = bone_plane_projection(u, f, BONES.to(device), size, radius, profile, sigma)
+        results.append([t.cpu() for t in (out, *torch.autograd.grad(out, (u, f), grad_out.to(device)))])
+    tol = dict(rtol=1e-4, atol=1e-4) if dtype == torch.float32 else dict(rtol=1e-10, atol=1e-10)
+    for cpu, cuda in zip(*results):
+        torch.testing.assert_close(cuda, cpu, **tol)
+
+
+@requires_cuda
+def test_cuda_device_mismatch_is_rejected():
+    uv, feat = random_inputs()
+    with pytest.raises(RuntimeError, match="joint_feat must be on the device of joint_uv"):
+        bone_plane_projection(uv.cuda(), feat, BONES.cuda(), 8)
+    with pytest.raises(RuntimeError, match="bones must be on the device of joint_uv"):
+        bone_plane_projection(uv.cuda(), feat.cuda(), BONES, 8)
+
+
+def test_build_info_reports_the_build():
+    info = handgeom.build_info()
+    assert info["version"] == handgeom.__version__
+    assert info["torch_built_against"] == torch.__version__
+    assert isinstance(info["cuda"], bool) and isinstance(info["openmp"], bool)
+    assert bool(info["cuda_archs"]) == info["cuda"]

@@ -3,6 +3,7 @@
 // translation unit, which nvcc 13's hidden-visibility default for __global__ requires.
 #pragma once
 
+#include <ATen/core/Tensor.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAStream.h>
 
@@ -27,5 +28,12 @@ void parallel_for_cuda(int64_t n, const Body& body) {
   grid_stride_kernel<<<blocks, kThreads, 0, stream.stream()>>>(n, body);
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
+
+// The CUDA launch policy handed to device-generic host code; see CpuLauncher in parallel.h.
+struct CudaLauncher {
+  template <typename Body>
+  void operator()(int64_t n, const Body& body) const { parallel_for_cuda(n, body); }
+  void fresh_output(const at::Tensor&) const {}
+};
 
 }  // namespace handgeom

@@ -5,6 +5,8 @@
 
 #include <ATen/Parallel.h>
 
+#include "common/memory.h"
+
 namespace handgeom {
 
 // grain: indices per task; pick it so one task is worth ~10 us of work.
@@ -14,5 +16,14 @@ void parallel_for_cpu(int64_t n, int64_t grain, const Body& body) {
     for (int64_t i = begin; i < end; ++i) body(i);
   });
 }
+
+// The CPU launch policy handed to device-generic host code (see projection/projection.h); its
+// CUDA twin is CudaLauncher in cuda_launch.cuh.
+struct CpuLauncher {
+  template <typename Body>
+  void operator()(int64_t n, const Body& body) const { parallel_for_cpu(n, 1, body); }
+  // Called on a freshly allocated output before the kernel writes it.
+  void fresh_output(const at::Tensor& out) const { advise_huge_pages(out); }
+};
 
 }  // namespace handgeom

@@ -32,6 +32,7 @@ at::Tensor forward(const at::Tensor& uv, const at::Tensor& feat, const at::Tenso
   const int64_t B = uv.size(0), C = feat.size(2), P = bones.size(0);
   at::Tensor out = at::empty({B, P * C, o.height, o.width}, uv.options());
   if (out.numel() == 0) return out;
+  launch.fresh_output(out);
   AT_DISPATCH_FLOATING_TYPES(uv.scalar_type(), "bone_plane_projection", [&] {
     const auto pr = make_problem<scalar_t>(uv, feat, bones, o);
     launch(B * P * o.height, ForwardRow<scalar_t>{pr, out.data_ptr<scalar_t>()});

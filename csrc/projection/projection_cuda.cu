@@ -7,10 +7,6 @@
 namespace handgeom::projection {
 
 namespace {
-struct CudaLaunch {
-  template <typename Body>
-  void operator()(int64_t n, const Body& body) const { parallel_for_cuda(n, body); }
-};
 // Channels per backward thread: B*P*C/8 threads, each reusing its pixel geometry 8 times.
 constexpr int64_t kBackwardChunk = 8;
 }  // namespace
@@ -18,14 +14,14 @@ constexpr int64_t kBackwardChunk = 8;
 at::Tensor forward_cuda(const at::Tensor& uv, const at::Tensor& feat, const at::Tensor& bones,
                         const Options& o) {
   const c10::cuda::CUDAGuard guard(uv.device());
-  return forward(uv, feat, bones, o, CudaLaunch{});
+  return forward(uv, feat, bones, o, CudaLauncher{});
 }
 
 std::tuple<at::Tensor, at::Tensor> backward_cuda(const at::Tensor& grad_out, const at::Tensor& uv,
                                                  const at::Tensor& feat, const at::Tensor& bones,
                                                  const Options& o) {
   const c10::cuda::CUDAGuard guard(uv.device());
-  return backward(grad_out, uv, feat, bones, o, CudaLaunch{}, kBackwardChunk);
+  return backward(grad_out, uv, feat, bones, o, CudaLauncher{}, kBackwardChunk);
 }
 
 }  // namespace handgeom::projection

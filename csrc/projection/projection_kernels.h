@@ -79,9 +79,11 @@ HG_HOST_DEVICE PixelGeometry<T> pixel_geometry(const Problem<T>& pr, Vec2<T> x, 
 }
 
 // Forward, one task per (batch, bone, pixel row): writes the row of all C channels of the bone's
-// plane, zeros outside the box, so every output element is written exactly once.
+// plane, zeros outside the box, so every output element is written exactly once. The row goes in
+// tiles: weights of a tile first, then one contiguous (vectorizable) run per channel.
 template <typename T>
 struct ForwardRow {
+  static constexpr int64_t kTile = 32;
   Problem<T> pr;
   T* out;  // [B, P*C, H, W]
 
@@ -94,14 +96,24 @@ struct ForwardRow {
     T* row = out + bp * pr.C * HW + i * pr.W;
     const PixelBox box = bone_box(pr, a, bb);
     const bool in_rows = i >= box.i0 && i < box.i1;
-    for (int64_t j = 0; j < pr.W; ++j) {
-      T ma = T(0), mb = T(0);
-      if (in_rows && j >= box.j0 && j < box.j1) {
-        const PixelGeometry<T> g = pixel_geometry(pr, Vec2<T>{T(j) + T(0.5), T(i) + T(0.5)}, a, bb);
-        ma = g.m * g.wa;
-        mb = g.m * g.wb;
+    for (int64_t j0 = 0; j0 < pr.W; j0 += kTile) {
+      const int64_t n = hg_min(kTile, pr.W - j0);
+      T ma[kTile], mb[kTile];  // m w_a, m w_b of the tile's pixels
+      for (int64_t t = 0; t < n; ++t) {
+        const int64_t j = j0 + t;
+        ma[t] = mb[t] = T(0);
+        if (in_rows && j >= box.j0 && j < box.j1) {
+          const PixelGeometry<T> g =
+              pixel_geometry(pr, Vec2<T>{T(j) + T(0.5), T(i) + T(0.5)}, a, bb);
+          ma[t] = g.m * g.wa;
+          mb[t] = g.m * g.wb;
+        }
       }
-      for (int64_t c = 0; c < pr.C; ++c) row[c * HW + j] = ma * fa[c] + mb * fb[c];
+      for (int64_t c = 0; c < pr.C; ++c) {
+        T* dst = row + c * HW + j0;
+        const T fac = fa[c], fbc = fb[c];
+        for (int64_t t = 0; t < n; ++t) dst[t] = ma[t] * fac + mb[t] * fbc;
+      }
     }
   }
 };

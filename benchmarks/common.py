@@ -1,0 +1,59 @@
+"""Measurement helpers shared by the benchmarks: medians of repeated runs, peak memory measured
+in a child process, and one table format. Ratios are taken within one run, since the machines
+are shared and noisy."""
+
+from __future__ import annotations
+
+import json
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "python_tests"))  # references.py: the plain PyTorch formulations
+
+
+def median_seconds(fn: Callable[[], object], repeat: int = 5, warmup: int = 2) -> float:
+    """Median wall time of fn() over `repeat` runs after `warmup` runs (CUDA synchronized)."""
+    times = []
+    for i in range(warmup + repeat):
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        fn()
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        if i >= warmup:
+            times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def peak_rss_bytes() -> int:
+    """This process's resident-memory high-water mark. VmHWM, not getrusage's ru_maxrss, which
+    Linux carries over from the parent across fork and exec."""
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024  # kB
+    raise RuntimeError("no VmHWM in /proc/self/status (peak memory is measured on Linux only)")
+
+
+def measure_in_child(script: Path, *args: str) -> dict:
+    """Runs `python script --child args...` and returns the JSON it prints: peak memory must be
+    measured in a fresh process, where the high-water mark belongs to one variant alone."""
+    out = subprocess.run([sys.executable, str(script), "--child", *args], check=True,
+                         capture_output=True, text=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def format_table(headers: list[str], rows: list[list[object]]) -> str:
+    cells = [headers] + [[str(c) for c in row] for row in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    lines = [" | ".join(c.rjust(w) for c, w in zip(r, widths)) for r in cells]
+    lines.insert(1, "-+-".join("-" * w for w in widths))
+    return "\n".join(lines)

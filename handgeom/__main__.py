@@ -1,0 +1,76 @@
+"""handgeom's command line: ``handgeom demo`` (the main job) and ``handgeom bench``.
+
+Both run from a source checkout: they use the benchmark scripts in ``benchmarks/``, which time
+each op against its plain PyTorch formulation in ``python_tests/references.py``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+
+import handgeom
+
+
+def _benchmarks():
+    """Imports the benchmark scripts of the source checkout this package was installed from."""
+    root = Path(__file__).resolve().parents[1] / "benchmarks"
+    if not (root / "bench_projection.py").is_file():
+        sys.exit(f"handgeom: benchmarks/ not found at {root}; the demo and benchmarks run from a "
+                 "source checkout installed with `make build` (pip install -e).")
+    sys.path.insert(0, str(root))
+    import bench_projection
+
+    return bench_projection
+
+
+def _devices(requested: str | None) -> list[str]:
+    if requested:
+        if requested == "cuda" and not (handgeom.build_info()["cuda"] and torch.cuda.is_available()):
+            sys.exit("handgeom: --device cuda needs a GPU and a build with CUDA kernels "
+                     f"(build_info: {handgeom.build_info()})")
+        return [requested]
+    cuda = handgeom.build_info()["cuda"] and torch.cuda.is_available()
+    return ["cpu", "cuda"] if cuda else ["cpu"]
+
+
+def demo(args: argparse.Namespace) -> None:
+    info = handgeom.build_info()
+    print(f"handgeom {info['version']} on torch {info['torch_runtime']}: CUDA kernels "
+          f"{'compiled for sm_' + info['cuda_archs'] if info['cuda'] else 'not built'}, "
+          f"GPU {'present' if info['cuda_available'] else 'absent'}, OpenMP {'on' if info['openmp'] else 'off'}, "
+          f"{info['threads']} CPU threads\n")
+    bench = _benchmarks()
+    for device in _devices(args.device):
+        bench.run(device, quick=True)
+        print()
+
+
+def bench(args: argparse.Namespace) -> None:
+    bench = _benchmarks()
+    for device in _devices(args.device):
+        bench.run(device, quick=args.quick)
+        print()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="handgeom", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True)
+    p_demo = commands.add_parser("demo", help="run the projection op on every device and time it "
+                                 "against plain PyTorch")
+    p_demo.add_argument("--device", choices=["cpu", "cuda"], help="default: CPU, and CUDA when available")
+    p_demo.set_defaults(run=demo)
+    p_bench = commands.add_parser("bench", help="run the benchmarks in benchmarks/")
+    p_bench.add_argument("--device", choices=["cpu", "cuda"], help="default: CPU, and CUDA when available")
+    p_bench.add_argument("--quick", action="store_true", help="fewer repetitions")
+    p_bench.set_defaults(run=bench)
+    args = parser.parse_args(argv)
+    args.run(args)
+
+
+if __name__ == "__main__":
+    main()

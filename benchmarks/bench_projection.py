@@ -77,7 +77,7 @@ def run(device: str = "cpu", quick: bool = False) -> list[dict]:
         uv, feat, grad_out = make_inputs(batch, size, device)
         times = {
             v: median_seconds(lambda v=v: forward_backward(v, uv, feat, grad_out, size, radius),
-                              repeat=3 if quick else 7, warmup=3)
+                              repeat=3 if quick else 7, warmup=5)
             for v in ("handgeom", "reference")
         }
         memory = {

@@ -9,6 +9,8 @@
 namespace handgeom::projection {
 namespace {
 
+constexpr int64_t kMaxSize = int64_t(1) << 20;
+
 struct Inputs {
   at::Tensor uv, feat, bones;
   Options options;
@@ -28,8 +30,9 @@ Inputs validate(const Checker& ck, const at::Tensor& joint_uv, const at::Tensor&
   ck.same_device(bones, "bones", joint_uv, "joint_uv");
   ck.indices(bones, "bones", J);
   ck.finite(joint_uv, "joint_uv");
-  ck.positive(double(height), "height");
-  ck.positive(double(width), "width");
+  // Pixel centres must stay exact in float32.
+  ck.check(height > 0 && height <= kMaxSize && width > 0 && width <= kMaxSize, "size must lie in [1, ",
+           kMaxSize, "], got (", height, ", ", width, ")");
   ck.positive(radius, "radius");
   int64_t prof = kHard;
   if (profile == "gaussian") {

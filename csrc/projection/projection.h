@@ -26,7 +26,8 @@ Problem<T> make_problem(const at::Tensor& uv, const at::Tensor& feat, const at::
           o.profile,        T(o.radius),        T(o.sigma)};
 }
 
-template <typename Launch>
+// `kTile`: output columns per forward task; `chunk`: channels per backward task.
+template <int64_t kTile, typename Launch>
 at::Tensor forward(const at::Tensor& uv, const at::Tensor& feat, const at::Tensor& bones,
                    const Options& o, const Launch& launch) {
   const int64_t B = uv.size(0), C = feat.size(2), P = bones.size(0);
@@ -35,12 +36,12 @@ at::Tensor forward(const at::Tensor& uv, const at::Tensor& feat, const at::Tenso
   launch.fresh_output(out);
   AT_DISPATCH_FLOATING_TYPES(uv.scalar_type(), "bone_plane_projection", [&] {
     const auto pr = make_problem<scalar_t>(uv, feat, bones, o);
-    launch(B * P * o.height, ForwardRow<scalar_t>{pr, out.data_ptr<scalar_t>()});
+    using Body = ForwardTile<scalar_t, kTile>;
+    launch(B * P * o.height * Body::tiles(o.width), Body{pr, out.data_ptr<scalar_t>()});
   });
   return out;
 }
 
-// `chunk`: channels per backward task (the CPU takes all C at once, CUDA splits them).
 template <typename Launch>
 std::tuple<at::Tensor, at::Tensor> backward(const at::Tensor& grad_out, const at::Tensor& uv,
                                             const at::Tensor& feat, const at::Tensor& bones,

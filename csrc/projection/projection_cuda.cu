@@ -14,7 +14,7 @@ constexpr int64_t kBackwardChunk = 8;
 at::Tensor forward_cuda(const at::Tensor& uv, const at::Tensor& feat, const at::Tensor& bones,
                         const Options& o) {
   const c10::cuda::CUDAGuard guard(uv.device());
-  return forward(uv, feat, bones, o, CudaLauncher{});
+  return forward<1>(uv, feat, bones, o, CudaLauncher{});
 }
 
 std::tuple<at::Tensor, at::Tensor> backward_cuda(const at::Tensor& grad_out, const at::Tensor& uv,

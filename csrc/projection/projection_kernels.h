@@ -38,12 +38,15 @@ struct PixelBox {
 
 template <typename T>
 HG_HOST_DEVICE PixelBox bone_box(const Problem<T>& pr, Vec2<T> a, Vec2<T> b) {
-  const T r = pr.reach();
+  // Grown by 1e-3 px so rounding never leaves out a pixel that pixel_geometry would light.
+  const T r = pr.reach() + T(1e-3);
   // Centre of pixel k is k + 0.5; clamp in floating point before converting (huge or NaN
-  // coordinates must still give indices inside the image).
-  auto first = [](T lo, int64_t n) { return int64_t(ceil(hg_clamp(lo - T(0.5), T(0), T(n)))); };
+  // coordinates must still give indices inside the image), and again as integers.
+  auto first = [](T lo, int64_t n) {
+    return hg_min(int64_t(ceil(hg_clamp(lo - T(0.5), T(0), T(n)))), n);
+  };
   auto last = [](T hi, int64_t n) {
-    return int64_t(floor(hg_clamp(hi - T(0.5), T(-1), T(n - 1)))) + 1;
+    return hg_min(int64_t(floor(hg_clamp(hi - T(0.5), T(-1), T(n - 1)))) + 1, n);
   };
   return {first(hg_min(a.y, b.y) - r, pr.H), last(hg_max(a.y, b.y) + r, pr.H),
           first(hg_min(a.x, b.x) - r, pr.W), last(hg_max(a.x, b.x) + r, pr.W)};
@@ -69,7 +72,8 @@ HG_HOST_DEVICE PixelGeometry<T> pixel_geometry(const Problem<T>& pr, Vec2<T> x, 
   g.t = len2 > T(0) ? hg_clamp(dot(g.xa, ab) / len2, T(0), T(1)) : T(0);  // zero-length bone: a
   g.xq = g.xa - ab * g.t;
   const T d2 = dot(g.xq, g.xq), r = pr.reach();
-  g.m = d2 >= r * r ? T(0) : pr.profile == kHard ? T(1) : exp(-d2 / (T(2) * pr.sigma * pr.sigma));
+  // Written so that a NaN distance (overflowing coordinates) gives m = 0.
+  g.m = d2 < r * r ? (pr.profile == kHard ? T(1) : exp(-d2 / (T(2) * pr.sigma * pr.sigma))) : T(0);
   g.ra = norm(g.xa);
   g.rb = norm(g.xb);
   const T s = g.ra + g.rb;
@@ -78,42 +82,42 @@ HG_HOST_DEVICE PixelGeometry<T> pixel_geometry(const Problem<T>& pr, Vec2<T> x, 
   return g;
 }
 
-// Forward, one task per (batch, bone, pixel row): writes the row of all C channels of the bone's
-// plane, zeros outside the box, so every output element is written exactly once. The row goes in
-// tiles: weights of a tile first, then one contiguous (vectorizable) run per channel.
-template <typename T>
-struct ForwardRow {
-  static constexpr int64_t kTile = 32;
+// Forward, one task per (batch, bone, pixel row, tile of kTile columns): writes the tile of all
+// C channels of the bone's plane, zeros outside the box, so every output element is written
+// exactly once. Weights of the tile first, then one contiguous run per channel: the CPU takes
+// 32-pixel tiles (vectorized runs), CUDA single pixels (a warp's stores are contiguous).
+template <typename T, int64_t kTile>
+struct ForwardTile {
   Problem<T> pr;
   T* out;  // [B, P*C, H, W]
 
+  HG_HOST_DEVICE static int64_t tiles(int64_t W) { return (W + kTile - 1) / kTile; }
+
   HG_HOST_DEVICE void operator()(int64_t task) const {
-    const int64_t i = task % pr.H, bp = task / pr.H, p = bp % pr.P, b = bp / pr.P;
+    const int64_t n_tiles = tiles(pr.W), j0 = (task % n_tiles) * kTile, row = task / n_tiles;
+    const int64_t i = row % pr.H, bp = row / pr.H, p = bp % pr.P, b = bp / pr.P;
     const int64_t ja = pr.bones[2 * p], jb = pr.bones[2 * p + 1], HW = pr.H * pr.W;
     const Vec2<T> a = pr.joint_px(b, ja), bb = pr.joint_px(b, jb);
-    const T* fa = pr.joint_feat(b, ja);
-    const T* fb = pr.joint_feat(b, jb);
-    T* row = out + bp * pr.C * HW + i * pr.W;
     const PixelBox box = bone_box(pr, a, bb);
-    const bool in_rows = i >= box.i0 && i < box.i1;
-    for (int64_t j0 = 0; j0 < pr.W; j0 += kTile) {
-      const int64_t n = hg_min(kTile, pr.W - j0);
-      T ma[kTile], mb[kTile];  // m w_a, m w_b of the tile's pixels
-      for (int64_t t = 0; t < n; ++t) {
-        const int64_t j = j0 + t;
-        ma[t] = mb[t] = T(0);
-        if (in_rows && j >= box.j0 && j < box.j1) {
-          const PixelGeometry<T> g =
-              pixel_geometry(pr, Vec2<T>{T(j) + T(0.5), T(i) + T(0.5)}, a, bb);
+    const int64_t n = hg_min(kTile, pr.W - j0);
+    T ma[kTile], mb[kTile];  // m w_a, m w_b of the tile's pixels
+    for (int64_t t = 0; t < n; ++t) {
+      const int64_t j = j0 + t;
+      ma[t] = mb[t] = T(0);
+      if (i >= box.i0 && i < box.i1 && j >= box.j0 && j < box.j1) {
+        const PixelGeometry<T> g = pixel_geometry(pr, Vec2<T>{T(j) + T(0.5), T(i) + T(0.5)}, a, bb);
+        if (g.m > T(0)) {
           ma[t] = g.m * g.wa;
           mb[t] = g.m * g.wb;
         }
       }
-      for (int64_t c = 0; c < pr.C; ++c) {
-        T* dst = row + c * HW + j0;
-        const T fac = fa[c], fbc = fb[c];
-        for (int64_t t = 0; t < n; ++t) dst[t] = ma[t] * fac + mb[t] * fbc;
-      }
+    }
+    const T* fa = pr.joint_feat(b, ja);
+    const T* fb = pr.joint_feat(b, jb);
+    T* dst = out + bp * pr.C * HW + i * pr.W + j0;
+    for (int64_t c = 0; c < pr.C; ++c, dst += HW) {
+      const T fac = fa[c], fbc = fb[c];
+      for (int64_t t = 0; t < n; ++t) dst[t] = ma[t] * fac + mb[t] * fbc;
     }
   }
 };
@@ -121,7 +125,7 @@ struct ForwardRow {
 // Backward, one task per (batch, bone, chunk of channels): sums over the box's pixels
 //   feat_partial[b,p,0,c] = sum m w_a g_c,  feat_partial[b,p,1,c] = sum m w_b g_c
 //   geom_partial[b,p,k,:] = dL/d(a_x, a_y, b_x, b_y) in pixels, from channels of chunk k.
-// The CPU runs one chunk of all C channels per bone; CUDA splits channels for parallelism.
+// Chunks bound the work per task: the CPU takes 64 channels, CUDA 8 (more threads).
 template <typename T>
 struct BackwardBone {
   Problem<T> pr;

@@ -64,7 +64,7 @@ def bone_plane_projection(
         raise ValueError(f"bone_plane_projection: profile must be 'hard' or 'gaussian', got {profile!r}")
     if not isinstance(bones, torch.Tensor):
         bones = torch.as_tensor(bones, device=joint_uv.device)
-    if bones.dtype in (torch.int32, torch.int16, torch.uint8):
+    if bones.dtype in (torch.int32, torch.int16, torch.int8, torch.uint8):
         bones = bones.long()
     sigma = float(radius if sigma is None else sigma)
     return torch.ops.handgeom.bone_plane_projection(

@@ -80,3 +80,15 @@ def bilinear_sample(feat, joint_uv):
             taps = torch.gather(feat.reshape(batch, channels, -1), 2, idx.unsqueeze(1).expand(-1, channels, -1))
             out = out + (w * valid).unsqueeze(1) * taps
     return out.transpose(1, 2)  # [B, J, C]
+
+
+def winding_number(points, verts, faces):
+    """Generalized winding number of closed triangle meshes at points (Jacobson et al. 2013):
+    the sum of signed solid angles (Van Oosterom & Strackee) over 4 pi; ~1 inside, ~0 outside.
+    points [N, 3], verts [V, 3], faces [F, 3]; brute force in float64."""
+    tri = verts.double()[faces][None] - points.double()[:, None, None]  # [N, F, 3, 3]
+    a, b, c = tri.unbind(2)
+    la, lb, lc = a.norm(dim=-1), b.norm(dim=-1), c.norm(dim=-1)
+    det = (a * torch.linalg.cross(b, c)).sum(-1)
+    den = la * lb * lc + (a * b).sum(-1) * lc + (b * c).sum(-1) * la + (c * a).sum(-1) * lb
+    return (2 * torch.atan2(det, den)).sum(-1) / (4 * torch.pi)

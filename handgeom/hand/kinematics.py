@@ -1,0 +1,130 @@
+"""Rotation helpers and forward kinematics of the 21-joint hand (batched, differentiable)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from handgeom.hand.skeleton import CHAIN_ANGLES
+
+
+def axis_angle_to_matrix(v: torch.Tensor) -> torch.Tensor:
+    """Rodrigues' formula, ``[..., 3] -> [..., 3, 3]``, smooth at zero (Taylor terms)."""
+    theta2 = (v * v).sum(-1, keepdim=True).unsqueeze(-1)  # [..., 1, 1]
+    small = theta2 < 1e-8
+    theta2_safe = torch.where(small, torch.ones_like(theta2), theta2)
+    theta = theta2_safe.sqrt()
+    a = torch.where(small, 1 - theta2 / 6, torch.sin(theta) / theta)
+    b = torch.where(small, 0.5 - theta2 / 24, (1 - torch.cos(theta)) / theta2_safe)
+    x, y, z = v.unbind(-1)
+    zero = torch.zeros_like(x)
+    k = torch.stack([zero, -z, y, z, zero, -x, -y, x, zero], -1).reshape(*v.shape[:-1], 3, 3)
+    eye = torch.eye(3, dtype=v.dtype, device=v.device).expand_as(k)
+    return eye + a * k + b * (k @ k)
+
+
+def rotation_6d_to_matrix(d6: torch.Tensor) -> torch.Tensor:
+    """Zhou et al. (CVPR 2019) continuous 6D rotation: Gram-Schmidt on two columns."""
+    a1, a2 = d6[..., :3], d6[..., 3:]
+    b1 = torch.nn.functional.normalize(a1, dim=-1)
+    b2 = torch.nn.functional.normalize(a2 - (b1 * a2).sum(-1, keepdim=True) * b1, dim=-1)
+    return torch.stack([b1, b2, torch.linalg.cross(b1, b2)], dim=-1)
+
+
+def rotation_matrix(rot: torch.Tensor) -> torch.Tensor:
+    """Global rotation as axis-angle ``[..., 3]``, 6D ``[..., 6]`` or a matrix ``[..., 3, 3]``."""
+    if rot.shape[-2:] == (3, 3):
+        return rot
+    if rot.shape[-1] == 3:
+        return axis_angle_to_matrix(rot)
+    if rot.shape[-1] == 6:
+        return rotation_6d_to_matrix(rot)
+    raise ValueError(f"rotation must be axis-angle [..., 3], 6D [..., 6] or [..., 3, 3], got {list(rot.shape)}")
+
+
+def _elementary(angle: torch.Tensor, axis: int) -> torch.Tensor:
+    """Rotation by ``angle`` about coordinate axis ``axis``, ``[...] -> [..., 3, 3]``."""
+    c, s = torch.cos(angle), torch.sin(angle)
+    one, zero = torch.ones_like(c), torch.zeros_like(c)
+    i, j = [(1, 2), (2, 0), (0, 1)][axis]
+    m = [[one if r == col else zero for col in range(3)] for r in range(3)]
+    m[i][i], m[i][j], m[j][i], m[j][j] = c, -s, s, c
+    return torch.stack([torch.stack(row, -1) for row in m], -2)
+
+
+def _rest_chain_frames(dtype, device) -> torch.Tensor:
+    """[5, 3, 3]: the rest frame of each finger's chain base, columns (x, y = bone, z = dorsal)."""
+    deg = math.pi / 180
+    spread = torch.tensor([40.0, 15.0, 0.0, -14.0, -28.0], dtype=torch.float64) * deg
+    frames = _radial(spread)  # fingers: turned radially about the dorsal axis
+    # thumb: also tilted 15 deg palmar and pronated 70 deg about its own axis
+    tilt_pronate = torch.tensor([-15.0, 70.0], dtype=torch.float64) * deg
+    frames[0] = frames[0] @ _elementary(tilt_pronate[0], 0) @ _elementary(tilt_pronate[1], 1)
+    return frames.to(dtype=dtype, device=device)
+
+
+def _radial(angle: torch.Tensor) -> torch.Tensor:
+    """Turn by ``angle`` towards +x (radial) about the dorsal axis z."""
+    return _elementary(-angle, 2)
+
+
+def _flex(angle: torch.Tensor) -> torch.Tensor:
+    """Bend by ``angle`` towards -z (palmar) about the radial axis x."""
+    return _elementary(-angle, 0)
+
+
+def chain_angles(angles: torch.Tensor) -> torch.Tensor:
+    """``[..., 21] -> [..., 5, 5]`` (base flex, base abd, base twist, 2nd flex, 3rd flex)."""
+    padded = torch.cat([angles, torch.zeros_like(angles[..., :1])], -1)  # index -1 -> 0
+    return padded[..., torch.tensor(CHAIN_ANGLES, device=angles.device)]
+
+
+def local_skeleton(angles: torch.Tensor, bone_lengths: torch.Tensor):
+    """The right hand in its own frame (wrist at the origin).
+
+    Args:
+        angles: ``[..., 21]`` joint angles (see ``skeleton.ANGLE_NAMES``).
+        bone_lengths: ``[..., 20]`` metres, in ``skeleton.BONES`` order.
+
+    Returns:
+        ``joints [..., 21, 3]`` and ``bone_frames [..., 20, 3, 3]``: each bone's frame (columns
+        x radial, y along the bone, z dorsal), whose origin is the bone's parent joint.
+    """
+    lengths = bone_lengths.unflatten(-1, (5, 4))  # [..., 5, 4]
+    rest = _rest_chain_frames(angles.dtype, angles.device)  # [5, 3, 3]
+    flex1, abd, twist, flex2, flex3 = chain_angles(angles).unbind(-1)
+    f1 = rest @ _radial(abd) @ _flex(flex1) @ _elementary(twist, 1)
+    f2 = f1 @ _flex(flex2)
+    f3 = f2 @ _flex(flex3)
+    base = rest[..., :, 1] * lengths[..., 0:1]  # [..., 5, 3] first joint of each chain
+    j1 = base + f1[..., :, 1] * lengths[..., 1:2]
+    j2 = j1 + f2[..., :, 1] * lengths[..., 2:3]
+    j3 = j2 + f3[..., :, 1] * lengths[..., 3:4]
+    chain_joints = torch.stack([base, j1, j2, j3], -2)  # [..., 5, 4, 3]
+    joints = torch.cat([torch.zeros_like(base[..., :1, :]), chain_joints.flatten(-3, -2)], -2)
+    frames = torch.stack([rest.expand_as(f1), f1, f2, f3], -3).flatten(-4, -3)  # [..., 20, 3, 3]
+    return joints, frames
+
+
+def place(points: torch.Tensor, rotation: torch.Tensor, translation: torch.Tensor, mirror: bool,
+          scale: torch.Tensor | float = 1.0) -> torch.Tensor:
+    """Hand-frame points ``[..., N, 3]`` to the world: scaled about the wrist, mirrored (x
+    negated) for the left hand, rotated (axis-angle, 6D or matrix) and translated."""
+    if mirror:
+        points = points * points.new_tensor([-1.0, 1.0, 1.0])
+    if isinstance(scale, torch.Tensor):
+        scale = scale.unsqueeze(-1).unsqueeze(-1)
+    return (points * scale) @ rotation_matrix(rotation).transpose(-1, -2) + translation.unsqueeze(-2)
+
+
+def forward_kinematics(angles: torch.Tensor, bone_lengths: torch.Tensor, rotation: torch.Tensor,
+                       translation: torch.Tensor, mirror: bool = False):
+    """World joints ``[..., 21, 3]`` and bone frames ``[..., 20, 3, 3]`` (see local_skeleton). A
+    left hand's frames are the right hand's, mirrored, with the x axis negated again so that they
+    stay rotations (x then points ulnar)."""
+    joints, frames = local_skeleton(angles, bone_lengths)
+    if mirror:
+        flip = angles.new_tensor([-1.0, 1.0, 1.0])
+        frames = flip[:, None] * frames * flip
+    return place(joints, rotation, translation, mirror), rotation_matrix(rotation).unsqueeze(-3) @ frames

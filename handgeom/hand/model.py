@@ -1,0 +1,169 @@
+"""HandModel: parameters -> joints and a watertight mesh, batched and differentiable."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+import torch
+
+from handgeom.hand import ik
+from handgeom.hand.kinematics import local_skeleton, place, rotation_matrix
+from handgeom.hand.mesh import hand_surface
+from handgeom.hand.skeleton import ANGLE_NAMES, DEFAULT_BONE_LENGTHS, angle_limits
+
+
+@dataclass
+class HandParams:
+    """Parameters of a batch of hands (any leading batch shape ``...``).
+
+    rotation: global rotation of the hand frame, axis-angle ``[..., 3]``, 6D ``[..., 6]`` (Zhou et
+        al. 2019) or a matrix ``[..., 3, 3]``; translation: ``[..., 3]`` wrist position, metres;
+    bone_lengths: ``[..., 20]`` metres (``skeleton.BONES`` order); angles: ``[..., 21]`` radians
+        (``skeleton.ANGLE_NAMES``); scale: ``[...]`` uniform size about the wrist (skeleton and
+        surface).
+    """
+
+    rotation: torch.Tensor
+    translation: torch.Tensor
+    bone_lengths: torch.Tensor
+    angles: torch.Tensor
+    scale: torch.Tensor
+
+    @property
+    def batch_shape(self) -> torch.Size:
+        return self.translation.shape[:-1]
+
+    def to(self, *args, **kwargs) -> "HandParams":
+        return HandParams(**{f.name: getattr(self, f.name).to(*args, **kwargs) for f in fields(self)})
+
+    def __getitem__(self, index) -> "HandParams":
+        """Indexes the batch dimensions, e.g. ``params[3]`` or ``params[:8]``."""
+        return HandParams(**{f.name: getattr(self, f.name)[index] for f in fields(self)})
+
+
+@dataclass
+class HandOutput:
+    joints: torch.Tensor  # [..., 21, 3] metres
+    verts: torch.Tensor  # [..., V, 3] metres
+    bone_frames: torch.Tensor  # [..., 20, 3, 3]
+
+
+class HandModel(torch.nn.Module):
+    """A skeleton-driven, watertight hand mesh without licensed weights.
+
+    Args:
+        side: ``"right"`` or ``"left"`` (the mirror image of the right hand, outward normals).
+        resolution: ``"coarse"`` (330 vertices) or ``"fine"`` (762 vertices).
+        thumb_dof: 2 or 3 degrees of freedom at the thumb's CMC joint (2 pins the twist at 0).
+
+    ``model(params)`` gives joints ``[..., 21, 3]`` and vertices ``[..., V, 3]`` in metres, with
+    the fixed ``model.faces`` ``[F, 3]``; differentiable in every parameter, on any device.
+    """
+
+    faces: torch.Tensor
+    limits: torch.Tensor
+
+    def __init__(self, side: str = "right", resolution: str = "coarse", thumb_dof: int = 3):
+        super().__init__()
+        if side not in ("right", "left"):
+            raise ValueError(f"HandModel: side must be 'right' or 'left', got {side!r}")
+        self.side, self.resolution = side, resolution
+        self.surface = hand_surface(resolution)
+        faces = self.surface.faces
+        if side == "left":  # mirroring reverses orientation: flip each face to keep normals outward
+            faces = faces.flip(-1)
+        self.register_buffer("faces", faces.clone(), persistent=False)
+        self.register_buffer("limits", angle_limits(thumb_dof), persistent=False)
+
+    @property
+    def num_verts(self) -> int:
+        return self.surface.num_verts
+
+    def rest_pose(self, batch_shape: tuple[int, ...] = (), dtype: torch.dtype = torch.float32,
+                  device: torch.device | str | None = None) -> HandParams:
+        """Open hand at the origin, default bone lengths, identity rotation."""
+        kw = dict(dtype=dtype, device=device)
+        return HandParams(
+            rotation=torch.zeros(*batch_shape, 3, **kw),
+            translation=torch.zeros(*batch_shape, 3, **kw),
+            bone_lengths=torch.tensor(DEFAULT_BONE_LENGTHS, **kw).expand(*batch_shape, 20).clone(),
+            angles=torch.zeros(*batch_shape, 21, **kw),
+            scale=torch.ones(batch_shape, **kw),
+        )
+
+    def pose(self, batch_shape: tuple[int, ...] = (), dtype: torch.dtype = torch.float32,
+             device: torch.device | str | None = None, **angles_deg: float) -> HandParams:
+        """The rest pose with named joint angles set, in degrees: ``pose(index_pip_flex=90)``."""
+        params = self.rest_pose(batch_shape, dtype, device)
+        for name, value in angles_deg.items():
+            if name not in ANGLE_NAMES:
+                raise ValueError(f"HandModel.pose: unknown angle {name!r}; known: {ANGLE_NAMES}")
+            params.angles[..., ANGLE_NAMES.index(name)] = math.radians(value)
+        return params
+
+    def sample_poses(self, n: int, generator: torch.Generator | None = None, global_rotation: bool = False,
+                     length_jitter: float = 0.0, dtype: torch.dtype = torch.float32,
+                     device: torch.device | str | None = None) -> HandParams:
+        """``n`` random plausible poses: angles uniform within the limits, optionally a uniformly
+        random global rotation and bone lengths scaled by independent factors in
+        ``[1 - length_jitter, 1 + length_jitter]``. Drawn on the CPU (reproducible with
+        ``generator``), then moved to ``device``."""
+        lo, hi = self.limits[:, 0].cpu(), self.limits[:, 1].cpu()
+        params = self.rest_pose((n,), torch.float64)
+        params.angles = lo + torch.rand(n, 21, generator=generator, dtype=torch.float64) * (hi - lo)
+        if length_jitter:
+            jitter = 1 + length_jitter * (2 * torch.rand(n, 20, generator=generator, dtype=torch.float64) - 1)
+            params.bone_lengths = params.bone_lengths * jitter
+        if global_rotation:  # uniform on SO(3): normalized Gaussian quaternions, as a matrix
+            q = torch.nn.functional.normalize(torch.randn(n, 4, generator=generator, dtype=torch.float64), dim=-1)
+            params.rotation = _quaternion_to_matrix(q)
+        return params.to(dtype=dtype, device=device)
+
+    def forward(self, params: HandParams) -> HandOutput:
+        joints, frames = local_skeleton(params.angles, params.bone_lengths)
+        verts = self.surface.vertices(joints, frames)
+        mirror = self.side == "left"
+        world = place(torch.cat([joints, verts], -2), params.rotation, params.translation, mirror, params.scale)
+        if mirror:  # see kinematics.forward_kinematics
+            flip = params.angles.new_tensor([-1.0, 1.0, 1.0])
+            frames = flip[:, None] * frames * flip
+        frames = rotation_matrix(params.rotation).unsqueeze(-3) @ frames
+        return HandOutput(joints=world[..., :21, :], verts=world[..., 21:, :], bone_frames=frames)
+
+    def fit(self, target_joints: torch.Tensor, iterations: int = 10) -> HandParams:
+        """Inverse kinematics: parameters whose joints best match ``target_joints [..., 21, 3]``
+        (an analytic solution refined by Levenberg-Marquardt, angles within limits). The rotation
+        is returned as a matrix and the scale as 1 (it is folded into the bone lengths)."""
+        angles, lengths, rot, trans = ik.fit(target_joints, self.limits, mirror=self.side == "left",
+                                             iterations=iterations)
+        return HandParams(rotation=rot, translation=trans, bone_lengths=lengths, angles=angles,
+                          scale=torch.ones_like(trans[..., 0]))
+
+    def to_trimesh(self, verts: torch.Tensor):
+        """One hand's vertices ``[V, 3]`` as a ``trimesh.Trimesh`` with this model's faces."""
+        import trimesh
+
+        if verts.shape != (self.num_verts, 3):
+            raise ValueError(f"to_trimesh: verts must have shape [{self.num_verts}, 3], got {list(verts.shape)}")
+        return trimesh.Trimesh(verts.detach().cpu().double().numpy(), self.faces.cpu().numpy(), process=False)
+
+    def export(self, verts: torch.Tensor, path: str | Path) -> None:
+        """Writes one hand as PLY or OBJ (by the file extension)."""
+        suffix = Path(path).suffix.lower()
+        if suffix not in (".ply", ".obj"):
+            raise ValueError(f"export: path must end in .ply or .obj, got {str(path)!r}")
+        self.to_trimesh(verts).export(str(path))
+
+
+def _quaternion_to_matrix(q: torch.Tensor) -> torch.Tensor:
+    w, x, y, z = q.unbind(-1)
+    return torch.stack([
+        1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y),
+        2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x),
+        2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y),
+    ], -1).reshape(*q.shape[:-1], 3, 3)
+
+
+__all__ = ["HandModel", "HandParams", "HandOutput"]

@@ -120,11 +120,15 @@ def place(points: torch.Tensor, rotation: torch.Tensor, translation: torch.Tenso
 
 def forward_kinematics(angles: torch.Tensor, bone_lengths: torch.Tensor, rotation: torch.Tensor,
                        translation: torch.Tensor, mirror: bool = False):
-    """World joints ``[..., 21, 3]`` and bone frames ``[..., 20, 3, 3]`` (see local_skeleton). A
-    left hand's frames are the right hand's, mirrored, with the x axis negated again so that they
-    stay rotations (x then points ulnar)."""
+    """World joints ``[..., 21, 3]`` and bone frames ``[..., 20, 3, 3]`` (see local_skeleton)."""
     joints, frames = local_skeleton(angles, bone_lengths)
+    return place(joints, rotation, translation, mirror), place_frames(frames, rotation, mirror)
+
+
+def place_frames(frames: torch.Tensor, rotation: torch.Tensor, mirror: bool) -> torch.Tensor:
+    """Hand-frame bone frames ``[..., 20, 3, 3]`` to the world. A left hand's frames are the right
+    hand's, mirrored, with the x axis negated again so that they stay rotations (x points ulnar)."""
     if mirror:
-        flip = angles.new_tensor([-1.0, 1.0, 1.0])
+        flip = frames.new_tensor([-1.0, 1.0, 1.0])
         frames = flip[:, None] * frames * flip
-    return place(joints, rotation, translation, mirror), rotation_matrix(rotation).unsqueeze(-3) @ frames
+    return rotation_matrix(rotation).unsqueeze(-3) @ frames

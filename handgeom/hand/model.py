@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 
 from handgeom.hand import ik
-from handgeom.hand.kinematics import local_skeleton, place, rotation_matrix
+from handgeom.hand.kinematics import local_skeleton, place, place_frames
 from handgeom.hand.mesh import hand_surface
 from handgeom.hand.skeleton import ANGLE_NAMES, DEFAULT_BONE_LENGTHS, angle_limits
 
@@ -126,11 +126,8 @@ class HandModel(torch.nn.Module):
         verts = self.surface.vertices(joints, frames)
         mirror = self.side == "left"
         world = place(torch.cat([joints, verts], -2), params.rotation, params.translation, mirror, params.scale)
-        if mirror:  # see kinematics.forward_kinematics
-            flip = params.angles.new_tensor([-1.0, 1.0, 1.0])
-            frames = flip[:, None] * frames * flip
-        frames = rotation_matrix(params.rotation).unsqueeze(-3) @ frames
-        return HandOutput(joints=world[..., :21, :], verts=world[..., 21:, :], bone_frames=frames)
+        return HandOutput(joints=world[..., :21, :], verts=world[..., 21:, :],
+                          bone_frames=place_frames(frames, params.rotation, mirror))
 
     def fit(self, target_joints: torch.Tensor, iterations: int = 10) -> HandParams:
         """Inverse kinematics: parameters whose joints best match ``target_joints [..., 21, 3]``

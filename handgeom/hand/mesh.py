@@ -18,6 +18,7 @@ the rest pose (trimesh), and faces never change with the pose.
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass
 from functools import lru_cache
@@ -53,9 +54,9 @@ _FINGER_RADIUS = (0.0105, 0.0086, 0.0088, 0.0084, 0.0076)  # thumb, index, middl
 _TIP_TAPER = 0.75  # radius at the fingertip end relative to the base
 
 
-@dataclass
-class HandSurface:
-    """Fixed triangulation and the vertex recipe (all constants, in the hand frame).
+class HandSurface(torch.nn.Module):
+    """Fixed triangulation and the vertex recipe (constants in the hand frame, as buffers so the
+    surface follows its model across devices):
 
     palm vertex i:  v = palm_coeffs[i] @ chain_bases + palm_offsets[i]
     tube vertex i:  v = J[p] + s (J[c] - J[p]) + ((1 - blend) F_b + blend F_prev) @ offset
@@ -66,9 +67,18 @@ class HandSurface:
     palm_offsets: torch.Tensor  # [Np, 3]
     tube_bone: torch.Tensor  # [Nt] bone index
     tube_prev: torch.Tensor  # [Nt] bone whose frame is blended in (joint rings)
-    tube_s: torch.Tensor  # [Nt]
+    tube_s: torch.Tensor  # [Nt] position along the bone
     tube_blend: torch.Tensor  # [Nt]
     tube_offset: torch.Tensor  # [Nt, 3] in the (blended) bone frame
+    tube_parent: torch.Tensor  # [Nt] joint at the bone's start
+    tube_child: torch.Tensor  # [Nt] joint at the bone's end
+
+    def __init__(self, **tensors: torch.Tensor):
+        super().__init__()
+        bones = torch.tensor(BONES)
+        tensors.update(tube_parent=bones[tensors["tube_bone"], 0], tube_child=bones[tensors["tube_bone"], 1])
+        for name, value in tensors.items():
+            self.register_buffer(name, value, persistent=False)
 
     @property
     def num_verts(self) -> int:
@@ -76,21 +86,23 @@ class HandSurface:
 
     def vertices(self, joints: torch.Tensor, frames: torch.Tensor) -> torch.Tensor:
         """Hand-frame vertices ``[..., V, 3]`` from ``local_skeleton`` output."""
-        dtype = joints.dtype
         bases = joints[..., [1, 5, 9, 13, 17], :]  # chain bases
-        palm = self.palm_coeffs.to(dtype) @ bases + self.palm_offsets.to(dtype)
-        bones = torch.tensor(BONES, device=joints.device)
-        parent = joints[..., bones[self.tube_bone, 0], :]
-        child = joints[..., bones[self.tube_bone, 1], :]
-        blend = self.tube_blend.to(dtype)[:, None, None]
+        palm = self.palm_coeffs.to(joints) @ bases + self.palm_offsets.to(joints)
+        parent, child = joints[..., self.tube_parent, :], joints[..., self.tube_child, :]
+        blend = self.tube_blend.to(joints)[:, None, None]
         frame = (1 - blend) * frames[..., self.tube_bone, :, :] + blend * frames[..., self.tube_prev, :, :]
-        offset = (frame @ self.tube_offset.to(dtype).unsqueeze(-1)).squeeze(-1)
-        tube = parent + self.tube_s.to(dtype).unsqueeze(-1) * (child - parent) + offset
+        offset = (frame @ self.tube_offset.to(joints).unsqueeze(-1)).squeeze(-1)
+        tube = parent + self.tube_s.to(joints).unsqueeze(-1) * (child - parent) + offset
         return torch.cat([palm, tube], -2)
 
 
-@lru_cache(maxsize=None)
 def hand_surface(resolution: str) -> HandSurface:
+    """A new surface module (the template is built once per resolution)."""
+    return copy.deepcopy(_template(resolution))
+
+
+@lru_cache(maxsize=None)
+def _template(resolution: str) -> HandSurface:
     if resolution not in RESOLUTIONS:
         raise ValueError(f"hand mesh resolution must be one of {sorted(RESOLUTIONS)}, got {resolution!r}")
     return _build(RESOLUTIONS[resolution])

@@ -62,7 +62,6 @@ class HandModel(torch.nn.Module):
     the fixed ``model.faces`` ``[F, 3]``; differentiable in every parameter, on any device.
     """
 
-    faces: torch.Tensor
     limits: torch.Tensor
 
     def __init__(self, side: str = "right", resolution: str = "coarse", thumb_dof: int = 3):
@@ -71,11 +70,14 @@ class HandModel(torch.nn.Module):
             raise ValueError(f"HandModel: side must be 'right' or 'left', got {side!r}")
         self.side, self.resolution = side, resolution
         self.surface = hand_surface(resolution)
-        faces = self.surface.faces
         if side == "left":  # mirroring reverses orientation: flip each face to keep normals outward
-            faces = faces.flip(-1)
-        self.register_buffer("faces", faces.clone(), persistent=False)
+            self.surface.faces = self.surface.faces.flip(-1)
         self.register_buffer("limits", angle_limits(thumb_dof), persistent=False)
+
+    @property
+    def faces(self) -> torch.Tensor:
+        """``[F, 3]`` int64, the same for every pose."""
+        return self.surface.faces
 
     @property
     def num_verts(self) -> int:

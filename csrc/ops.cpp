@@ -9,4 +9,16 @@ TORCH_LIBRARY(handgeom, m) {
   m.def("bone_plane_projection_backward(Tensor grad_out, Tensor joint_uv, Tensor joint_feat, "
         "Tensor bones, int height, int width, float radius, str profile, float sigma) "
         "-> (Tensor, Tensor)");
+
+  // Batched triangle-mesh queries over a per-mesh BVH (csrc/mesh/).
+  m.def("mesh_bvh(Tensor verts, Tensor faces, Tensor? order) -> (Tensor order, Tensor tris, Tensor boxes)");
+  m.def("mesh_inside(Tensor points, Tensor order, Tensor tris, Tensor boxes, int n_rays) -> Tensor");
+  m.def("mesh_ray_hit(Tensor origins, Tensor dirs, Tensor order, Tensor tris, Tensor boxes) "
+        "-> (Tensor t, Tensor face, Tensor bary)");
+  m.def("mesh_signed_distance(Tensor points, Tensor verts, Tensor faces, Tensor order, Tensor tris, "
+        "Tensor boxes) -> (Tensor sdf, Tensor face, Tensor closest)");
+  m.def("mesh_penetration(Tensor points, Tensor verts, Tensor faces, Tensor order, Tensor tris, "
+        "Tensor boxes, bool squared) -> (Tensor loss, Tensor face)");
+  m.def("mesh_distance_backward(Tensor coef, Tensor points, Tensor verts, Tensor faces, Tensor face) "
+        "-> (Tensor grad_points, Tensor grad_verts)");
 }

@@ -7,7 +7,7 @@ for ``torch.compile``).
 
 import torch  # loads libtorch before the extension that links against it
 
-from handgeom import _C, ops
+from handgeom import _C, metrics, ops
 
 __version__: str = _C.build_info()["version"]
 
@@ -27,4 +27,4 @@ def build_info() -> dict:
     return info
 
 
-__all__ = ["build_info", "ops", "__version__"]
+__all__ = ["build_info", "metrics", "ops", "__version__"]

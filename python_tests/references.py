@@ -82,6 +82,18 @@ def bilinear_sample(feat, joint_uv):
     return out.transpose(1, 2)  # [B, J, C]
 
 
+def _in_chunks(fn):
+    """Applies fn(points, ...) to chunks of points (the brute-force references are [N, F] wide)."""
+    def chunked(points, *args):
+        size = max(1, 2_000_000 // max(1, args[-1].shape[0]))
+        parts = [fn(points[i:i + size], *args) for i in range(0, points.shape[0], size)]
+        if isinstance(parts[0], tuple):
+            return tuple(torch.cat(p) for p in zip(*parts))
+        return torch.cat(parts) if parts else fn(points, *args)
+    return chunked
+
+
+@_in_chunks
 def winding_number(points, verts, faces):
     """Generalized winding number of closed triangle meshes at points (Jacobson et al. 2013):
     the sum of signed solid angles (Van Oosterom & Strackee) over 4 pi; ~1 inside, ~0 outside.
@@ -92,3 +104,52 @@ def winding_number(points, verts, faces):
     det = (a * torch.linalg.cross(b, c)).sum(-1)
     den = la * lb * lc + (a * b).sum(-1) * lc + (b * c).sum(-1) * la + (c * a).sum(-1) * lb
     return (2 * torch.atan2(det, den)).sum(-1) / (4 * torch.pi)
+
+
+def _segment_distance2(p, a, b):
+    """Squared distance from points p [N, 1, 3] to segments ab [1, F, 3]."""
+    ab = b - a
+    t = (((p - a) * ab).sum(-1) / (ab * ab).sum(-1).clamp_min(1e-300)).clamp(0, 1)
+    return ((p - (a + t.unsqueeze(-1) * ab)) ** 2).sum(-1)
+
+
+@_in_chunks
+def point_triangle_distance(points, verts, faces):
+    """Brute-force unsigned distance from every point to every triangle, min over triangles:
+    the plane projection when it falls inside the triangle, else the nearest edge. Float64;
+    returns (distance [N], nearest face [N])."""
+    p = points.double()[:, None]  # [N, 1, 3]
+    a, b, c = (verts.double()[faces[:, k]][None] for k in range(3))  # [1, F, 3]
+    n = torch.linalg.cross(b - a, c - a)
+    n2 = (n * n).sum(-1)
+    h = ((p - a) * n).sum(-1) / n2.clamp_min(1e-300)
+    q = p - h.unsqueeze(-1) * n  # projection onto the plane
+    inside = n2 > 0
+    for u, v in ((a, b), (b, c), (c, a)):  # q on the inner side of every edge
+        inside = inside & ((torch.linalg.cross(v - u, q - u) * n).sum(-1) >= 0)
+    plane = ((p - q) ** 2).sum(-1)
+    edges = torch.minimum(torch.minimum(_segment_distance2(p, a, b), _segment_distance2(p, b, c)),
+                          _segment_distance2(p, c, a))
+    d2 = torch.where(inside, plane, edges)
+    best, face = d2.min(dim=1)
+    return best.sqrt(), face
+
+
+def ray_triangle_hits(origins, dirs, verts, faces):
+    """Brute-force first hits (Moller-Trumbore over every triangle, float64): (t [R], face [R]),
+    inf and -1 for a miss. For rays in general position (not through edges or vertices)."""
+    o, d = origins.double()[:, None], dirs.double()[:, None]  # [R, 1, 3]
+    a, b, c = (verts.double()[faces[:, k]][None] for k in range(3))
+    e1, e2 = b - a, c - a
+    pv = torch.linalg.cross(d.expand(-1, e2.shape[1], -1), e2.expand(d.shape[0], -1, -1))
+    det = (e1 * pv).sum(-1)
+    inv = 1 / torch.where(det == 0, torch.ones_like(det), det)
+    tv = o - a
+    u = (tv * pv).sum(-1) * inv
+    qv = torch.linalg.cross(tv, e1.expand_as(tv))
+    v = (d * qv).sum(-1) * inv
+    t = (e2 * qv).sum(-1) * inv
+    hit = (det != 0) & (u >= 0) & (v >= 0) & (u + v <= 1) & (t > 0)
+    t = torch.where(hit, t, torch.full_like(t, float("inf")))
+    best, face = t.min(dim=1)
+    return best, torch.where(torch.isinf(best), -1, face)

@@ -34,6 +34,9 @@ struct CudaLauncher {
   template <typename Body>
   void operator()(int64_t n, const Body& body) const { parallel_for_cuda(n, body); }
   void fresh_output(const at::Tensor&) const {}
+  // Every index in parallel: outputs shared within a group are updated with shared_add (atomics).
+  template <typename Body>
+  void grouped(int64_t groups, int64_t size, const Body& body) const { parallel_for_cuda(groups * size, body); }
 };
 
 }  // namespace handgeom

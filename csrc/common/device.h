@@ -23,4 +23,27 @@ HG_HOST_DEVICE T hg_max(T a, T b) { return a > b ? a : b; }
 template <typename T>
 HG_HOST_DEVICE T hg_clamp(T x, T lo, T hi) { return hg_min(hg_max(x, lo), hi); }
 
+template <typename T>
+HG_HOST_DEVICE T hg_abs(T x) { return x < T(0) ? -x : x; }
+
+// Adds to memory that several GPU threads may update at once (atomicAdd on CUDA: the order, and
+// so the float rounding, varies between runs). CPU launchers give each such output one owning
+// task (see Launcher::grouped), where plain addition is exact and deterministic.
+template <typename T>
+HG_HOST_DEVICE void shared_add(T* p, T v) {
+#if defined(__CUDA_ARCH__)
+  atomicAdd(p, v);
+#else
+  *p += v;
+#endif
+}
+
+HG_HOST_DEVICE int floor_log2(uint64_t x) {  // x > 0
+#if defined(__CUDA_ARCH__)
+  return 63 - __clzll(static_cast<long long>(x));
+#else
+  return 63 - __builtin_clzll(x);
+#endif
+}
+
 }  // namespace handgeom

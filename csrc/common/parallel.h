@@ -24,6 +24,14 @@ struct CpuLauncher {
   void operator()(int64_t n, const Body& body) const { parallel_for_cpu(n, 1, body); }
   // Called on a freshly allocated output before the kernel writes it.
   void fresh_output(const at::Tensor& out) const { advise_huge_pages(out); }
+  // body(g * size + i) for all i of a group run in order on one task: outputs a group shares
+  // (shared_add) have a single writer, so the result is deterministic.
+  template <typename Body>
+  void grouped(int64_t groups, int64_t size, const Body& body) const {
+    parallel_for_cpu(groups, 1, [&](int64_t g) {
+      for (int64_t i = 0; i < size; ++i) body(g * size + i);
+    });
+  }
 };
 
 }  // namespace handgeom

@@ -1,0 +1,385 @@
+// Kernel bodies of the mesh queries, shared by the CPU and CUDA launchers: a batched BVH (one per
+// mesh) and the queries that traverse it (inside test, first ray hit, signed distance,
+// penetration) with their backward passes.
+//
+// BVH layout: a mesh's faces are sorted by the Morton code of their centroid; over the sorted
+// "slots", a complete binary tree with L = 2^d leaves in heap order (children of node n are 2n+1
+// and 2n+2) splits every node's slot range in half, so ranges are implicit:
+//   node n at depth k = floor(log2(n+1)), index i = n + 1 - 2^k, covers slots [i F / 2^k, (i+1) F / 2^k).
+// Stored per mesh: the triangles in slot order (contiguous for the leaves), the node boxes, and
+// the original face index of each slot. Refitting for moved vertices keeps the order.
+#pragma once
+
+#include <limits>
+
+#include "common/device.h"
+#include "common/vec.h"
+#include "mesh/geometry.h"
+
+namespace handgeom::mesh {
+
+constexpr int64_t kLeafSize = 4;  // faces per leaf, at most
+constexpr int kStackSize = 64;    // > tree depth + 1 for any F < 2^60
+constexpr int kMaxRays = 9;
+
+// Generic fixed ray directions (none parallel to an axis or a coordinate plane), for the inside
+// test and its majority vote.
+template <typename T>
+HG_HOST_DEVICE Vec3<T> ray_direction(int i) {
+  switch (i) {
+    case 0: return {T(0.5773502691896258), T(0.6285393610547089), T(0.5211288128307138)};
+    case 1: return {T(-0.6285393610547089), T(0.5211288128307138), T(0.5773502691896258)};
+    case 2: return {T(0.5211288128307138), T(-0.5773502691896258), T(0.6285393610547089)};
+    case 3: return {T(-0.5773502691896258), T(-0.5211288128307138), T(-0.6285393610547089)};
+    case 4: return {T(0.6285393610547089), T(-0.5211288128307138), T(-0.5773502691896258)};
+    case 5: return {T(-0.5211288128307138), T(0.6285393610547089), T(-0.5773502691896258)};
+    case 6: return {T(0.8164965809277260), T(0.3333333333333333), T(-0.4714045207910317)};
+    case 7: return {T(-0.3333333333333333), T(-0.8164965809277260), T(0.4714045207910317)};
+    default: return {T(0.4714045207910317), T(-0.3333333333333333), T(0.8164965809277260)};
+  }
+}
+
+// Faces as given: verts [B, V, 3], faces [Bf, F, 3] int32 with Bf = 1 (shared) or B.
+template <typename T>
+struct Meshes {
+  const T* verts;
+  const int32_t* faces;
+  int64_t V, F, faces_stride;  // faces_stride = 0 when shared
+
+  HG_HOST_DEVICE const int32_t* face(int64_t b, int64_t f) const { return faces + b * faces_stride + f * 3; }
+  HG_HOST_DEVICE Vec3<T> vertex(int64_t b, int32_t v) const { return Vec3<T>::load(verts + (b * V + v) * 3); }
+};
+
+template <typename T>
+struct Bvh {
+  const T* tris;         // [B, F, 9] triangle vertices in slot order
+  const T* boxes;        // [B, 2L - 1, 6] (min xyz, max xyz)
+  const int32_t* order;  // [B, F] face index of each slot
+  int64_t F, leaves;
+
+  HG_HOST_DEVICE int64_t nodes() const { return 2 * leaves - 1; }
+  HG_HOST_DEVICE bool is_leaf(int64_t node) const { return node >= leaves - 1; }
+  HG_HOST_DEVICE void range(int64_t node, int64_t& lo, int64_t& hi) const {
+    const int depth = floor_log2(uint64_t(node + 1));
+    const int64_t i = node + 1 - (int64_t(1) << depth);
+    lo = (i * F) >> depth;
+    hi = ((i + 1) * F) >> depth;
+  }
+  HG_HOST_DEVICE const T* box(int64_t b, int64_t node) const { return boxes + (b * nodes() + node) * 6; }
+  HG_HOST_DEVICE void triangle(int64_t b, int64_t slot, Vec3<T>& a, Vec3<T>& p, Vec3<T>& c) const {
+    const T* t = tris + (b * F + slot) * 9;
+    a = Vec3<T>::load(t);
+    p = Vec3<T>::load(t + 3);
+    c = Vec3<T>::load(t + 6);
+  }
+};
+
+// ---- build --------------------------------------------------------------------------------------
+
+HG_HOST_DEVICE int64_t spread_bits(int64_t x) {  // 10 bits -> every third of 30
+  x &= 0x3ff;
+  x = (x | (x << 16)) & 0x30000ff;
+  x = (x | (x << 8)) & 0x300f00f;
+  x = (x | (x << 4)) & 0x30c30c3;
+  x = (x | (x << 2)) & 0x9249249;
+  return x;
+}
+
+// Morton code of each face centroid within its mesh's vertex bounds, one task per (mesh, face).
+template <typename T>
+struct MortonCodes {
+  Meshes<T> m;
+  const T* bounds;  // [B, 6] vertex bounds per mesh
+  int64_t* codes;   // [B, F]
+
+  HG_HOST_DEVICE void operator()(int64_t task) const {
+    const int64_t b = task / m.F, f = task % m.F;
+    const int32_t* idx = m.face(b, f);
+    const Vec3<T> c = (m.vertex(b, idx[0]) + m.vertex(b, idx[1]) + m.vertex(b, idx[2])) * (T(1) / T(3));
+    const T* bb = bounds + b * 6;
+    int64_t code = 0;
+    for (int k = 0; k < 3; ++k) {
+      const T extent = bb[3 + k] - bb[k];
+      const T unit = extent > T(0) ? (c[k] - bb[k]) / extent : T(0);
+      code |= spread_bits(int64_t(hg_clamp(unit, T(0), T(1)) * T(1023))) << (2 - k);
+    }
+    codes[task] = code;
+  }
+};
+
+// Triangles in slot order, one task per (mesh, slot).
+template <typename T>
+struct GatherTriangles {
+  Meshes<T> m;
+  const int32_t* order;
+  T* tris;
+
+  HG_HOST_DEVICE void operator()(int64_t task) const {
+    const int64_t b = task / m.F;
+    const int32_t* idx = m.face(b, order[task]);
+    for (int k = 0; k < 3; ++k) m.vertex(b, idx[k]).store(tris + task * 9 + 3 * k);
+  }
+};
+
+// Box of every node over its slot range, one task per (mesh, node); empty ranges get an empty box.
+template <typename T>
+struct NodeBoxes {
+  Bvh<T> bvh;
+  T* boxes;
+
+  HG_HOST_DEVICE void operator()(int64_t task) const {
+    const int64_t b = task / bvh.nodes(), node = task % bvh.nodes();
+    int64_t lo, hi;
+    bvh.range(node, lo, hi);
+    const T inf = std::numeric_limits<T>::infinity();
+    Vec3<T> bmin{inf, inf, inf}, bmax{-inf, -inf, -inf};
+    for (int64_t s = lo; s < hi; ++s) {
+      Vec3<T> a, p, c;
+      bvh.triangle(b, s, a, p, c);
+      bmin = vmin(vmin(bmin, a), vmin(p, c));
+      bmax = vmax(vmax(bmax, a), vmax(p, c));
+    }
+    bmin.store(boxes + task * 6);
+    bmax.store(boxes + task * 6 + 3);
+  }
+};
+
+// ---- traversal ----------------------------------------------------------------------------------
+
+// Signed crossing count of a ray with mesh b: the winding number of the ray's origin for a closed
+// mesh (0 outside, +-1 inside when consistently oriented).
+template <typename T>
+HG_HOST_DEVICE int winding_along(const Bvh<T>& bvh, int64_t b, const Ray<T>& ray) {
+  int64_t stack[kStackSize];
+  int top = 0, winding = 0;
+  stack[top++] = 0;
+  while (top > 0) {
+    const int64_t node = stack[--top];
+    T t1 = std::numeric_limits<T>::infinity();
+    if (!ray_box(ray, bvh.box(b, node), T(0), t1)) continue;
+    if (bvh.is_leaf(node)) {
+      int64_t lo, hi;
+      bvh.range(node, lo, hi);
+      for (int64_t s = lo; s < hi; ++s) {
+        Vec3<T> a, p, c;
+        bvh.triangle(b, s, a, p, c);
+        RayHit<T> hit;
+        if (intersect(ray, a, p, c, hit)) winding += hit.orientation;
+      }
+    } else {
+      stack[top++] = 2 * node + 2;
+      stack[top++] = 2 * node + 1;
+    }
+  }
+  return winding;
+}
+
+// Nearest hit along a ray: slot (-1 for a miss) and the hit; ties go to the lower slot.
+template <typename T>
+HG_HOST_DEVICE int64_t first_hit(const Bvh<T>& bvh, int64_t b, const Ray<T>& ray, RayHit<T>& best) {
+  int64_t stack[kStackSize];
+  int top = 0;
+  int64_t best_slot = -1;
+  best.t = std::numeric_limits<T>::infinity();
+  stack[top++] = 0;
+  while (top > 0) {
+    const int64_t node = stack[--top];
+    T t1 = best.t;
+    if (!ray_box(ray, bvh.box(b, node), T(0), t1)) continue;
+    if (bvh.is_leaf(node)) {
+      int64_t lo, hi;
+      bvh.range(node, lo, hi);
+      for (int64_t s = lo; s < hi; ++s) {
+        Vec3<T> a, p, c;
+        bvh.triangle(b, s, a, p, c);
+        RayHit<T> hit;
+        if (intersect(ray, a, p, c, hit) && (hit.t < best.t || (hit.t == best.t && s < best_slot))) {
+          best = hit;
+          best_slot = s;
+        }
+      }
+    } else {
+      stack[top++] = 2 * node + 2;
+      stack[top++] = 2 * node + 1;
+    }
+  }
+  return best_slot;
+}
+
+// Closest point of mesh b to p: slot (-1 for an empty mesh or a NaN point) and the projection;
+// the nearer child is visited first and boxes farther than the best distance are skipped.
+template <typename T>
+HG_HOST_DEVICE int64_t nearest(const Bvh<T>& bvh, int64_t b, Vec3<T> p, Closest<T>& best, T& best_d2) {
+  int64_t stack[kStackSize];
+  int top = 0;
+  int64_t best_slot = -1;
+  best_d2 = std::numeric_limits<T>::infinity();
+  stack[top++] = 0;
+  while (top > 0) {
+    const int64_t node = stack[--top];
+    if (!(box_distance2(p, bvh.box(b, node)) < best_d2)) continue;
+    if (bvh.is_leaf(node)) {
+      int64_t lo, hi;
+      bvh.range(node, lo, hi);
+      for (int64_t s = lo; s < hi; ++s) {
+        Vec3<T> a, q, c;
+        bvh.triangle(b, s, a, q, c);
+        const Closest<T> cl = closest_on_triangle(p, a, q, c);
+        const Vec3<T> e = p - cl.point;
+        const T d2 = dot(e, e);
+        if (d2 < best_d2) {
+          best_d2 = d2;
+          best = cl;
+          best_slot = s;
+        }
+      }
+    } else {
+      const int64_t l = 2 * node + 1, r = 2 * node + 2;
+      const bool left_first = box_distance2(p, bvh.box(b, l)) <= box_distance2(p, bvh.box(b, r));
+      stack[top++] = left_first ? r : l;
+      stack[top++] = left_first ? l : r;
+    }
+  }
+  return best_slot;
+}
+
+// Inside by ray casting: winding number != 0 along each of n_rays fixed directions, majority vote.
+template <typename T>
+HG_HOST_DEVICE bool is_inside(const Bvh<T>& bvh, int64_t b, Vec3<T> p, int n_rays) {
+  int votes = 0;
+  for (int r = 0; r < n_rays; ++r) votes += winding_along(bvh, b, Ray<T>::make(p, ray_direction<T>(r))) != 0;
+  return 2 * votes > n_rays;
+}
+
+// ---- queries ------------------------------------------------------------------------------------
+
+template <typename T>
+struct InsideQuery {
+  Bvh<T> bvh;
+  const T* points;  // [B, N, 3]
+  int64_t N;
+  int n_rays;
+  bool* inside;  // [B, N]
+
+  HG_HOST_DEVICE void operator()(int64_t task) const {
+    inside[task] = is_inside(bvh, task / N, Vec3<T>::load(points + task * 3), n_rays);
+  }
+};
+
+template <typename T>
+struct RayQuery {
+  Bvh<T> bvh;
+  const T* origins;  // [B, R, 3]
+  const T* dirs;     // [B, R, 3]
+  int64_t R;
+  T* t;           // [B, R], inf for a miss
+  int64_t* face;  // [B, R], -1 for a miss
+  T* bary;        // [B, R, 3]
+
+  HG_HOST_DEVICE void operator()(int64_t task) const {
+    const int64_t b = task / R;
+    RayHit<T> hit;
+    const int64_t slot = first_hit(bvh, b, Ray<T>::make(Vec3<T>::load(origins + task * 3), Vec3<T>::load(dirs + task * 3)), hit);
+    t[task] = hit.t;
+    face[task] = slot < 0 ? -1 : bvh.order[b * bvh.F + slot];
+    const Vec3<T> w = slot < 0 ? Vec3<T>{T(0), T(0), T(0)} : Vec3<T>{hit.u, hit.v, hit.w};
+    w.store(bary + task * 3);
+  }
+};
+
+// Signed distance (negative inside, sign from the one-ray inside test), closest face and point.
+template <typename T>
+struct DistanceQuery {
+  Bvh<T> bvh;
+  const T* points;  // [B, N, 3]
+  int64_t N;
+  T* sdf;          // [B, N]; +inf for an empty mesh, NaN for a NaN point
+  int64_t* face;   // [B, N]; -1 when there is no closest face
+  T* closest;      // [B, N, 3]
+
+  HG_HOST_DEVICE void operator()(int64_t task) const {
+    const int64_t b = task / N;
+    const Vec3<T> p = Vec3<T>::load(points + task * 3);
+    Closest<T> cl;
+    T d2;
+    const int64_t slot = nearest(bvh, b, p, cl, d2);
+    if (slot < 0) {
+      const T nan = std::numeric_limits<T>::quiet_NaN();
+      sdf[task] = p.x == p.x && p.y == p.y && p.z == p.z ? std::numeric_limits<T>::infinity() : nan;
+      face[task] = -1;
+      Vec3<T>{nan, nan, nan}.store(closest + task * 3);
+      return;
+    }
+    const T d = sqrt(d2);
+    sdf[task] = is_inside(bvh, b, p, 1) ? -d : d;
+    face[task] = bvh.order[b * bvh.F + slot];
+    cl.point.store(closest + task * 3);
+  }
+};
+
+// Penetration depth max(-sdf, 0) (or its square): the inside test first, the closest-point search
+// only for points inside.
+template <typename T>
+struct PenetrationQuery {
+  Bvh<T> bvh;
+  const T* points;
+  int64_t N;
+  bool squared;
+  T* loss;        // [B, N]
+  int64_t* face;  // [B, N]; -1 for points outside
+
+  HG_HOST_DEVICE void operator()(int64_t task) const {
+    const int64_t b = task / N;
+    const Vec3<T> p = Vec3<T>::load(points + task * 3);
+    loss[task] = p.x == p.x && p.y == p.y && p.z == p.z ? T(0) : std::numeric_limits<T>::quiet_NaN();
+    face[task] = -1;
+    if (!is_inside(bvh, b, p, 1)) return;
+    Closest<T> cl;
+    T d2;
+    const int64_t slot = nearest(bvh, b, p, cl, d2);
+    if (slot < 0) return;
+    loss[task] = squared ? d2 : sqrt(d2);
+    face[task] = bvh.order[b * bvh.F + slot];
+  }
+};
+
+// Backward of a function of the distance d(p, face) for one point: the distance's gradient is
+// n = (p - q) / d for p and -w_i n for vertex i of the closest face (q and the barycentric w are
+// those of the closest point; a.e. exact, no gradient through the choice of face). `coef[task]`
+// holds dL/dd for each point (0 or face -1: no contribution). Vertex gradients of one mesh are
+// accumulated with shared_add: run grouped by mesh.
+template <typename T>
+struct DistanceBackward {
+  Meshes<T> m;
+  const T* points;       // [B, N, 3]
+  const int64_t* face;   // [B, N]
+  const T* coef;         // [B, N]
+  int64_t N;
+  T* grad_points;  // [B, N, 3]
+  T* grad_verts;   // [B, V, 3], zero-initialized
+
+  HG_HOST_DEVICE void operator()(int64_t task) const {
+    const int64_t b = task / N, f = face[task];
+    Vec3<T> gp{T(0), T(0), T(0)};
+    if (f >= 0 && coef[task] != T(0)) {
+      const int32_t* idx = m.face(b, f);
+      const Vec3<T> p = Vec3<T>::load(points + task * 3);
+      const Closest<T> cl = closest_on_triangle(p, m.vertex(b, idx[0]), m.vertex(b, idx[1]), m.vertex(b, idx[2]));
+      const Vec3<T> e = p - cl.point;
+      const T d = sqrt(dot(e, e));
+      if (d > T(0)) {
+        gp = e * (coef[task] / d);
+        const T w[3] = {cl.u, cl.v, cl.w};
+        for (int k = 0; k < 3; ++k) {
+          T* g = grad_verts + (b * m.V + idx[k]) * 3;
+          shared_add(g, -w[k] * gp.x);
+          shared_add(g + 1, -w[k] * gp.y);
+          shared_add(g + 2, -w[k] * gp.z);
+        }
+      }
+    }
+    gp.store(grad_points + task * 3);
+  }
+};
+
+}  // namespace handgeom::mesh

@@ -28,12 +28,12 @@ HG_HOST_DEVICE T mul_rn(T a, T b) {
 // the origin and sheared so the ray becomes +z.
 template <typename T>
 struct Ray {
-  Vec3<T> org, dir;
+  Vec3<T> org, dir, inv;  // inv = 1 / dir, for the box tests
   int kx, ky, kz;
   T sx, sy, sz;
 
   HG_HOST_DEVICE static Ray make(Vec3<T> org, Vec3<T> dir) {
-    Ray r{org, dir, 0, 0, 0, T(0), T(0), T(0)};
+    Ray r{org, dir, {T(1) / dir.x, T(1) / dir.y, T(1) / dir.z}, 0, 0, 0, T(0), T(0), T(0)};
     const T ax = hg_abs(dir.x), ay = hg_abs(dir.y), az = hg_abs(dir.z);
     r.kz = ax > ay ? (ax > az ? 0 : 2) : (ay > az ? 1 : 2);
     r.kx = (r.kz + 1) % 3;
@@ -92,36 +92,33 @@ HG_HOST_DEVICE bool intersect(const Ray<T>& r, Vec3<T> a, Vec3<T> b, Vec3<T> c, 
 }
 
 // Parameter interval in which a ray is inside an axis-aligned box, intersected with [t0, t1].
+// Whether a ray meets an axis-aligned box within [t0, t1]. The interval's far end is widened by a
+// few ulps (Ize 2013, "Robust BVH Ray Traversal"), so rounding never culls a box whose boundary
+// the ray touches at a triangle's vertex or edge. NaN rays meet nothing.
 template <typename T>
-HG_HOST_DEVICE bool ray_box(const Ray<T>& r, const T* box, T t0, T& t1) {
+HG_HOST_DEVICE bool ray_box(const Ray<T>& r, const T* box, T t0, T t1) {
   for (int k = 0; k < 3; ++k) {
-    const T o = r.org[k], d = r.dir[k], lo = box[k], hi = box[3 + k];
-    if (d == T(0)) {
+    const T o = r.org[k], lo = box[k], hi = box[3 + k];
+    if (r.dir[k] == T(0)) {
       if (!(o >= lo && o <= hi)) return false;
       continue;
     }
-    const T inv = T(1) / d;
-    T ta = (lo - o) * inv, tb = (hi - o) * inv;
-    if (ta > tb) {
-      const T tmp = ta;
-      ta = tb;
-      tb = tmp;
-    }
-    // Widened by a few ulps (Ize 2013, "Robust BVH Ray Traversal"), so rounding never culls a box
-    // whose boundary the ray touches at a triangle's vertex or edge.
-    constexpr T kSlack = T(4) * std::numeric_limits<T>::epsilon();
-    t0 = hg_max(t0, ta - hg_abs(ta) * kSlack);
-    t1 = hg_min(t1, tb + hg_abs(tb) * kSlack);
-    if (!(t0 <= t1)) return false;  // also false for NaN
+    const T ta = (lo - o) * r.inv[k], tb = (hi - o) * r.inv[k];
+    t0 = hg_max(t0, hg_min(ta, tb));
+    t1 = hg_min(t1, hg_max(ta, tb));
   }
-  return true;
+  constexpr T kSlack = T(1) + T(4) * std::numeric_limits<T>::epsilon();
+  return t0 <= t1 * kSlack;
 }
 
+// Squared distance from p to the nearest (near = true) or farthest point of a box. The farthest
+// bounds the distance to anything inside the box: an upper bound on a closest-point search.
 template <typename T>
-HG_HOST_DEVICE T box_distance2(Vec3<T> p, const T* box) {
+HG_HOST_DEVICE T box_distance2(Vec3<T> p, const T* box, bool near = true) {
   T d2 = T(0);
   for (int k = 0; k < 3; ++k) {
-    const T e = hg_max(hg_max(box[k] - p[k], p[k] - box[3 + k]), T(0));
+    const T lo = box[k] - p[k], hi = p[k] - box[3 + k];
+    const T e = near ? hg_max(hg_max(lo, hi), T(0)) : hg_max(hg_abs(lo), hg_abs(hi));
     d2 += e * e;
   }
   return d2;

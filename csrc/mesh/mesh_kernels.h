@@ -147,16 +147,16 @@ struct NodeBoxes {
 // ---- traversal ----------------------------------------------------------------------------------
 
 // Signed crossing count of a ray with mesh b: the winding number of the ray's origin for a closed
-// mesh (0 outside, +-1 inside when consistently oriented).
+// mesh (0 outside, +-1 inside when consistently oriented). Also the nearest hit's t (inf: none).
 template <typename T>
-HG_HOST_DEVICE int winding_along(const Bvh<T>& bvh, int64_t b, const Ray<T>& ray) {
+HG_HOST_DEVICE int winding_along(const Bvh<T>& bvh, int64_t b, const Ray<T>& ray, T& t_first) {
   int64_t stack[kStackSize];
   int top = 0, winding = 0;
+  t_first = std::numeric_limits<T>::infinity();
   stack[top++] = 0;
   while (top > 0) {
     const int64_t node = stack[--top];
-    T t1 = std::numeric_limits<T>::infinity();
-    if (!ray_box(ray, bvh.box(b, node), T(0), t1)) continue;
+    if (!ray_box(ray, bvh.box(b, node), T(0), std::numeric_limits<T>::infinity())) continue;
     if (bvh.is_leaf(node)) {
       int64_t lo, hi;
       bvh.range(node, lo, hi);
@@ -164,7 +164,10 @@ HG_HOST_DEVICE int winding_along(const Bvh<T>& bvh, int64_t b, const Ray<T>& ray
         Vec3<T> a, p, c;
         bvh.triangle(b, s, a, p, c);
         RayHit<T> hit;
-        if (intersect(ray, a, p, c, hit)) winding += hit.orientation;
+        if (intersect(ray, a, p, c, hit)) {
+          winding += hit.orientation;
+          t_first = hg_min(t_first, hit.t);
+        }
       }
     } else {
       stack[top++] = 2 * node + 2;
@@ -184,8 +187,7 @@ HG_HOST_DEVICE int64_t first_hit(const Bvh<T>& bvh, int64_t b, const Ray<T>& ray
   stack[top++] = 0;
   while (top > 0) {
     const int64_t node = stack[--top];
-    T t1 = best.t;
-    if (!ray_box(ray, bvh.box(b, node), T(0), t1)) continue;
+    if (!ray_box(ray, bvh.box(b, node), T(0), best.t)) continue;
     if (bvh.is_leaf(node)) {
       int64_t lo, hi;
       bvh.range(node, lo, hi);
@@ -206,18 +208,25 @@ HG_HOST_DEVICE int64_t first_hit(const Bvh<T>& bvh, int64_t b, const Ray<T>& ray
   return best_slot;
 }
 
-// Closest point of mesh b to p: slot (-1 for an empty mesh or a NaN point) and the projection;
-// the nearer child is visited first and boxes farther than the best distance are skipped.
+// Closest point of mesh b to p within sqrt(bound2) (pass inf for no bound): slot (-1 when there
+// is none: an empty mesh, a NaN point) and the projection. Depth first, nearer child first (ties:
+// the nearer far corner); far corners of visited boxes tighten the bound before any leaf is
+// reached, which prunes early for points inside a mesh, where many boxes are at distance 0.
 template <typename T>
-HG_HOST_DEVICE int64_t nearest(const Bvh<T>& bvh, int64_t b, Vec3<T> p, Closest<T>& best, T& best_d2) {
+HG_HOST_DEVICE int64_t nearest(const Bvh<T>& bvh, int64_t b, Vec3<T> p, T bound2, Closest<T>& best, T& best_d2) {
   int64_t stack[kStackSize];
+  T stack_d2[kStackSize];
   int top = 0;
   int64_t best_slot = -1;
   best_d2 = std::numeric_limits<T>::infinity();
+  T bound = hg_min(bound2, box_distance2(p, bvh.box(b, 0), false));
+  stack_d2[top] = box_distance2(p, bvh.box(b, 0));
   stack[top++] = 0;
   while (top > 0) {
-    const int64_t node = stack[--top];
-    if (!(box_distance2(p, bvh.box(b, node)) < best_d2)) continue;
+    --top;
+    const int64_t node = stack[top];
+    const T d2 = stack_d2[top];
+    if (d2 > bound || !(d2 < best_d2)) continue;
     if (bvh.is_leaf(node)) {
       int64_t lo, hi;
       bvh.range(node, lo, hi);
@@ -226,32 +235,62 @@ HG_HOST_DEVICE int64_t nearest(const Bvh<T>& bvh, int64_t b, Vec3<T> p, Closest<
         bvh.triangle(b, s, a, q, c);
         const Closest<T> cl = closest_on_triangle(p, a, q, c);
         const Vec3<T> e = p - cl.point;
-        const T d2 = dot(e, e);
-        if (d2 < best_d2) {
-          best_d2 = d2;
+        const T e2 = dot(e, e);
+        if (e2 < best_d2) {
+          best_d2 = e2;
           best = cl;
           best_slot = s;
         }
       }
+      bound = hg_min(bound, best_d2);
     } else {
       const int64_t l = 2 * node + 1, r = 2 * node + 2;
-      const bool left_first = box_distance2(p, bvh.box(b, l)) <= box_distance2(p, bvh.box(b, r));
-      stack[top++] = left_first ? r : l;
-      stack[top++] = left_first ? l : r;
+      const T near_l = box_distance2(p, bvh.box(b, l)), near_r = box_distance2(p, bvh.box(b, r));
+      const T far_l = box_distance2(p, bvh.box(b, l), false), far_r = box_distance2(p, bvh.box(b, r), false);
+      bound = hg_min(bound, hg_min(far_l, far_r));
+      const bool left_first = near_l < near_r || (near_l == near_r && far_l <= far_r);
+      stack[top] = left_first ? r : l;
+      stack_d2[top++] = left_first ? near_r : near_l;
+      stack[top] = left_first ? l : r;
+      stack_d2[top++] = left_first ? near_l : near_r;
     }
   }
   return best_slot;
 }
 
-// Inside by ray casting: winding number != 0 along each of n_rays fixed directions, majority vote.
+// The ray for an inside test of p: direction `r` of the fixed set, its components' signs turned
+// towards the nearer side of the mesh's root box, so the ray leaves the mesh by a short path.
 template <typename T>
-HG_HOST_DEVICE bool is_inside(const Bvh<T>& bvh, int64_t b, Vec3<T> p, int n_rays) {
+HG_HOST_DEVICE Ray<T> inside_ray(const Bvh<T>& bvh, int64_t b, Vec3<T> p, int r) {
+  const T* root = bvh.box(b, 0);
+  const Vec3<T> d = ray_direction<T>(r);
+  const T dx = hg_abs(d.x), dy = hg_abs(d.y), dz = hg_abs(d.z);
+  return Ray<T>::make(p, {root[3] - p.x < p.x - root[0] ? dx : -dx, root[4] - p.y < p.y - root[1] ? dy : -dy,
+                          root[5] - p.z < p.z - root[2] ? dz : -dz});
+}
+
+// Inside by ray casting: winding number != 0 along each of n_rays rays, majority vote. t_first:
+// distance to the first hit of the first ray, an upper bound on the distance to the surface.
+template <typename T>
+HG_HOST_DEVICE bool is_inside(const Bvh<T>& bvh, int64_t b, Vec3<T> p, int n_rays, T& t_first) {
   int votes = 0;
-  for (int r = 0; r < n_rays; ++r) votes += winding_along(bvh, b, Ray<T>::make(p, ray_direction<T>(r))) != 0;
+  for (int r = 0; r < n_rays; ++r) {
+    T t;
+    votes += winding_along(bvh, b, inside_ray(bvh, b, p, r), t) != 0;
+    if (r == 0) t_first = t;
+  }
   return 2 * votes > n_rays;
 }
 
 // ---- queries ------------------------------------------------------------------------------------
+
+// The inside test's first hit lies on the surface at distance t_first (unit ray directions): a
+// bound for the closest-point search, with slack for the two computations' rounding.
+template <typename T>
+HG_HOST_DEVICE T search_bound(T t_first) {
+  const T t = t_first * T(1.001);
+  return t * t;
+}
 
 template <typename T>
 struct InsideQuery {
@@ -262,7 +301,8 @@ struct InsideQuery {
   bool* inside;  // [B, N]
 
   HG_HOST_DEVICE void operator()(int64_t task) const {
-    inside[task] = is_inside(bvh, task / N, Vec3<T>::load(points + task * 3), n_rays);
+    T t_first;
+    inside[task] = is_inside(bvh, task / N, Vec3<T>::load(points + task * 3), n_rays, t_first);
   }
 };
 
@@ -300,9 +340,11 @@ struct DistanceQuery {
   HG_HOST_DEVICE void operator()(int64_t task) const {
     const int64_t b = task / N;
     const Vec3<T> p = Vec3<T>::load(points + task * 3);
+    T t_first;
+    const bool in = is_inside(bvh, b, p, 1, t_first);
     Closest<T> cl;
     T d2;
-    const int64_t slot = nearest(bvh, b, p, cl, d2);
+    const int64_t slot = nearest(bvh, b, p, search_bound(t_first), cl, d2);
     if (slot < 0) {
       const T nan = std::numeric_limits<T>::quiet_NaN();
       sdf[task] = p.x == p.x && p.y == p.y && p.z == p.z ? std::numeric_limits<T>::infinity() : nan;
@@ -311,7 +353,7 @@ struct DistanceQuery {
       return;
     }
     const T d = sqrt(d2);
-    sdf[task] = is_inside(bvh, b, p, 1) ? -d : d;
+    sdf[task] = in ? -d : d;
     face[task] = bvh.order[b * bvh.F + slot];
     cl.point.store(closest + task * 3);
   }
@@ -333,10 +375,11 @@ struct PenetrationQuery {
     const Vec3<T> p = Vec3<T>::load(points + task * 3);
     loss[task] = p.x == p.x && p.y == p.y && p.z == p.z ? T(0) : std::numeric_limits<T>::quiet_NaN();
     face[task] = -1;
-    if (!is_inside(bvh, b, p, 1)) return;
+    T t_first;
+    if (!is_inside(bvh, b, p, 1, t_first)) return;
     Closest<T> cl;
     T d2;
-    const int64_t slot = nearest(bvh, b, p, cl, d2);
+    const int64_t slot = nearest(bvh, b, p, search_bound(t_first), cl, d2);
     if (slot < 0) return;
     loss[task] = squared ? d2 : sqrt(d2);
     face[task] = bvh.order[b * bvh.F + slot];

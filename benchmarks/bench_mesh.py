@@ -1,0 +1,150 @@
+"""Benchmark: batched mesh queries (inside test, signed distance, penetration, intersection count)
+against the peer libraries that are installed (Open3D, libigl; `pip install handgeom[peers]`).
+
+Workloads (the BVH build is counted, as a user pays it):
+  (a) 512 different closed meshes (coarse hands in random poses, 656 faces) x 4096 points each;
+  (b) one 20,480-face sphere with 1,000,000 points;
+  (c) hand-hand: pairs of coarse hands, count_intersections at resolution 50 (125k points a pair).
+Every peer query is checked against handgeom's exact answer (inside: disagreements reported).
+
+    python benchmarks/bench_mesh.py [--quick] [--json FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import numpy as np
+import torch
+
+from common import format_table, median_seconds
+from handgeom.hand import HandModel, two_hand_preset
+from handgeom.metrics import count_intersections
+from handgeom.ops import penetration_loss, points_inside_mesh, signed_distance
+
+
+def hands_workload(meshes: int, points: int, seed: int = 0):
+    model = HandModel()
+    gen = torch.Generator().manual_seed(seed)
+    verts = model(model.sample_poses(meshes, gen, global_rotation=True)).verts
+    lo, hi = verts.amin(1, keepdim=True), verts.amax(1, keepdim=True)
+    pts = lo + (hi - lo) * (torch.rand(meshes, points, 3, generator=gen) * 1.2 - 0.1)
+    return pts, verts, model.faces
+
+
+def sphere_workload(points: int, seed: int = 0):
+    import trimesh
+
+    mesh = trimesh.creation.icosphere(subdivisions=5)  # 20,480 faces
+    gen = torch.Generator().manual_seed(seed)
+    pts = (torch.rand(1, points, 3, generator=gen) * 2.4 - 1.2)
+    return pts, torch.tensor(mesh.vertices, dtype=torch.float32)[None], torch.tensor(mesh.faces)
+
+
+def open3d_queries():
+    try:
+        import open3d as o3d
+    except Exception:  # not installed, or its system libraries are missing
+        return {}
+
+    def scene(v, f):
+        s = o3d.t.geometry.RaycastingScene()
+        s.add_triangles(o3d.core.Tensor(v.numpy()), o3d.core.Tensor(f.numpy().astype(np.uint32)))
+        return s
+
+    def occupancy(pts, verts, faces, nsamples=1):
+        return np.stack([scene(v, faces).compute_occupancy(o3d.core.Tensor(p.numpy()), nsamples=nsamples).numpy() > 0.5
+                         for p, v in zip(pts, verts)])
+
+    def distance(pts, verts, faces):
+        return np.stack([scene(v, faces).compute_signed_distance(o3d.core.Tensor(p.numpy())).numpy()
+                         for p, v in zip(pts, verts)])
+
+    return {"Open3D 1 ray": ("inside", occupancy), "Open3D 3 rays": ("inside", lambda *a: occupancy(*a, nsamples=3)),
+            "Open3D sdf": ("sdf", distance)}
+
+
+def libigl_queries():
+    try:
+        import igl
+    except Exception:
+        return {}
+
+    def distance(pts, verts, faces):
+        f = faces.numpy().astype(np.int64)
+        return np.stack([igl.signed_distance(p.numpy().astype(np.float64), v.numpy().astype(np.float64), f)[0]
+                         for p, v in zip(pts, verts)])
+
+    def winding(pts, verts, faces):
+        f = faces.numpy().astype(np.int64)
+        return np.stack([np.abs(igl.fast_winding_number(v.numpy().astype(np.float64), f,
+                                                                   p.numpy().astype(np.float64))) > 0.5
+                         for p, v in zip(pts, verts)])
+
+    return {"libigl sdf": ("sdf", distance), "libigl fast winding": ("inside", winding)}
+
+
+def run(device: str = "cpu", quick: bool = False) -> list[dict]:
+    repeat = 1 if quick else 3
+    workloads = {
+        "(a) 512 hands x 4096": hands_workload(64 if quick else 512, 4096),
+        "(b) 20k-face sphere x 1M": sphere_workload(100_000 if quick else 1_000_000),
+    }
+    peers = {**open3d_queries(), **libigl_queries()}
+    records = []
+    for name, (pts, verts, faces) in workloads.items():
+        pts, verts, faces = pts.to(device), verts.to(device), faces.to(device)
+        n = pts.shape[0] * pts.shape[1]
+        inside = points_inside_mesh(pts, verts, faces).cpu().numpy()
+        sdf = signed_distance(pts, verts, faces)[0].cpu()
+        ours = {
+            "handgeom inside": median_seconds(lambda: points_inside_mesh(pts, verts, faces), repeat, 1),
+            "handgeom sdf": median_seconds(lambda: signed_distance(pts, verts, faces), repeat, 1),
+            "handgeom penetration": median_seconds(lambda: penetration_loss(pts, verts, faces), repeat, 1),
+        }
+        for query, seconds in ours.items():
+            records.append({"workload": name, "query": query, "points_per_s": n / seconds, "wrong": 0})
+        if device != "cpu":
+            continue
+        for query, (kind, fn) in peers.items():
+            out = fn(pts, verts, faces)
+            wrong = int((out != inside).sum()) if kind == "inside" else \
+                int((np.abs(np.abs(out) - sdf.abs().numpy()) > 1e-4).sum())
+            seconds = median_seconds(lambda: fn(pts, verts, faces), 1, 0)
+            records.append({"workload": name, "query": query, "points_per_s": n / seconds, "wrong": wrong})
+
+    pairs = 64 if quick else 1024
+    right, left = HandModel("right"), HandModel("left")
+    r, l = two_hand_preset("interlocked")
+    gen = torch.Generator().manual_seed(1)
+    jitter = lambda p: p.angles + 0.2 * torch.randn(pairs, 21, generator=gen)  # noqa: E731
+    rp, lp = right.rest_pose((pairs,)), left.rest_pose((pairs,))
+    rp.angles, lp.angles = jitter(r).clamp(*right.limits.float().T), jitter(l).clamp(*left.limits.float().T)
+    lp.rotation, lp.translation = l.rotation.expand(pairs, 3), l.translation.expand(pairs, 3)
+    va, vb = right(rp).verts.to(device), left(lp).verts.to(device)
+    seconds = median_seconds(lambda: count_intersections(va, right.faces.to(device), vb, left.faces.to(device)), 1, 0)
+    records.append({"workload": f"(c) {pairs} hand pairs, 50^3 grid", "query": "handgeom count_intersections",
+                    "points_per_s": pairs * 125_000 / seconds, "wrong": 0, "pairs_per_s": pairs / seconds})
+
+    rows = [[r["workload"], r["query"], f"{r['points_per_s'] / 1e6:.2f}", r["wrong"]] for r in records]
+    print(f"mesh queries on {device}, {torch.get_num_threads()} threads, build included "
+          "(M points/s; wrong = disagreements with handgeom's exact answer)")
+    print(format_table(["workload", "query", "M points/s", "wrong"], rows))
+    return records
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--quick", action="store_true", help="smaller workloads, one repetition")
+    parser.add_argument("--json", help="also write the records to this file")
+    args = parser.parse_args()
+    records = run(args.device, args.quick)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(records, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()

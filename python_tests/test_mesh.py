@@ -45,16 +45,22 @@ def shape(name):
     return torch.tensor(mesh.vertices, dtype=torch.float64), torch.tensor(mesh.faces)
 
 
-def stress_points(verts, faces, gen, per_feature=1):
-    """Points whose first ray passes through a vertex or an edge midpoint of the mesh (to within
-    rounding), plus random points in the bounding box."""
+def stress_points(verts, faces, gen):
+    """Points whose inside-test ray passes through a vertex or an edge midpoint of the mesh (to
+    within rounding), plus random points around the mesh. The op casts FIRST_RAY with each
+    component's sign towards the nearer side of the mesh's bounding box; the points are placed
+    back along that ray, close enough to stay on the same side."""
     edges = verts[faces[:, [0, 1, 1, 2, 2, 0]].reshape(-1, 2)].mean(1)
-    targets = torch.cat([verts, edges]).repeat(per_feature, 1)
-    scale = (verts.max(0).values - verts.min(0).values).max()
-    t = torch.rand(targets.shape[0], 1, generator=gen, dtype=torch.float64) * scale
+    targets = torch.cat([verts, edges])
     lo, hi = verts.min(0).values, verts.max(0).values
+    towards = torch.where(hi - targets < targets - lo, 1.0, -1.0).double()
+    direction = towards * FIRST_RAY
+    room = ((targets - (lo + hi) / 2).abs() / FIRST_RAY).min(1, keepdim=True).values
+    points = targets - 0.9 * room * torch.rand(targets.shape[0], 1, generator=gen, dtype=torch.float64) * direction
+    same_ray = (torch.where(hi - points < points - lo, 1.0, -1.0) == towards).all(1)
+    assert same_ray.float().mean() > 0.9
     box = lo + (hi - lo) * (torch.rand(2000, 3, generator=gen, dtype=torch.float64) * 1.2 - 0.1)
-    return torch.cat([targets - t * FIRST_RAY, box])
+    return torch.cat([points[same_ray], box])
 
 
 @pytest.mark.parametrize("name", sorted(SHAPES))
@@ -70,6 +76,27 @@ def test_inside_matches_winding_number_with_one_ray(name):
         got = points_inside_mesh(points[None], rotated[None], faces)[0]
         assert expected.sum() > 50
         assert (got[away] != expected[away]).sum() == 0
+
+
+def test_stress_set_defeats_a_naive_ray_test():
+    """Negative control: parity of Moller-Trumbore hits along the same rays (no consistent
+    treatment of edges and vertices) gets many stress points wrong, so the exactness checks above
+    have teeth."""
+    verts, faces = shape("hand")
+    points = stress_points(verts, faces, torch.Generator().manual_seed(0))
+    lo, hi = verts.min(0).values, verts.max(0).values
+    dirs = torch.where(hi - points < points - lo, 1.0, -1.0).double() * FIRST_RAY
+    o, d = points[:, None], dirs[:, None]
+    a, b, c = (verts[faces[:, k]][None] for k in range(3))
+    pv = torch.linalg.cross(d.expand(-1, faces.shape[0], -1), (c - a).expand(len(points), -1, -1))
+    inv = 1 / ((b - a) * pv).sum(-1)
+    u = ((o - a) * pv).sum(-1) * inv
+    qv = torch.linalg.cross(o - a, (b - a).expand(len(points), -1, -1))
+    v, t = (d * qv).sum(-1) * inv, ((c - a) * qv).sum(-1) * inv
+    naive = ((u >= 0) & (v >= 0) & (u + v <= 1) & (t > 0)).sum(1) % 2 == 1
+    exact = ref.winding_number(points, verts, faces).round() != 0
+    assert (naive != exact).sum() > 50
+    assert torch.equal(points_inside_mesh(points[None], verts[None], faces)[0], exact)
 
 
 def test_inside_float32_stress():

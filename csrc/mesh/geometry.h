@@ -111,14 +111,12 @@ HG_HOST_DEVICE bool ray_box(const Ray<T>& r, const T* box, T t0, T t1) {
   return t0 <= t1 * kSlack;
 }
 
-// Squared distance from p to the nearest (near = true) or farthest point of a box. The farthest
-// bounds the distance to anything inside the box: an upper bound on a closest-point search.
+// Squared distance from p to a box (0 inside).
 template <typename T>
-HG_HOST_DEVICE T box_distance2(Vec3<T> p, const T* box, bool near = true) {
+HG_HOST_DEVICE T box_distance2(Vec3<T> p, const T* box) {
   T d2 = T(0);
   for (int k = 0; k < 3; ++k) {
-    const T lo = box[k] - p[k], hi = p[k] - box[3 + k];
-    const T e = near ? hg_max(hg_max(lo, hi), T(0)) : hg_max(hg_abs(lo), hg_abs(hi));
+    const T e = hg_max(hg_max(box[k] - p[k], p[k] - box[3 + k]), T(0));
     d2 += e * e;
   }
   return d2;

@@ -43,13 +43,13 @@ std::tuple<Tensor, Tensor, Tensor> build(const Tensor& verts, const Tensor& face
   Tensor boxes = at::empty({B, 2 * leaves - 1, 6}, verts.options());
   AT_DISPATCH_FLOATING_TYPES(verts.scalar_type(), "mesh_bvh", [&] {
     const Meshes<scalar_t> m = make_meshes<scalar_t>(verts, faces);
-    if (!order.defined()) {
-      Tensor codes = at::empty({B, F}, verts.options().dtype(at::kLong));
-      if (B * F > 0) {
-        const Tensor bounds = at::cat({verts.amin(1), verts.amax(1)}, 1).contiguous();
-        launch(B * F, MortonCodes<scalar_t>{m, bounds.data_ptr<scalar_t>(), codes.data_ptr<int64_t>()});
+    if (!order.defined()) {  // top-down median splits, one launch per tree level
+      order = at::arange(F, verts.options().dtype(at::kInt)).repeat({B, 1});
+      Tensor centroids = at::empty({B, F, 3}, verts.options());
+      launch(B * F, Centroids<scalar_t>{m, centroids.data_ptr<scalar_t>()});
+      for (int depth = 0; (int64_t(1) << depth) < leaves; ++depth) {
+        launch(B << depth, SplitNodes<scalar_t>{centroids.data_ptr<scalar_t>(), order.data_ptr<int32_t>(), F, depth});
       }
-      order = std::get<1>(at::sort(codes, /*stable=*/true, /*dim=*/1, /*descending=*/false)).to(at::kInt);
     }
     launch(B * F, GatherTriangles<scalar_t>{m, order.data_ptr<int32_t>(), tris.data_ptr<scalar_t>()});
     const Bvh<scalar_t> bvh = make_bvh<scalar_t>(order, tris, boxes);

@@ -2,9 +2,10 @@
 // mesh) and the queries that traverse it (inside test, first ray hit, signed distance,
 // penetration) with their backward passes.
 //
-// BVH layout: a mesh's faces are sorted by the Morton code of their centroid; over the sorted
-// "slots", a complete binary tree with L = 2^d leaves in heap order (children of node n are 2n+1
-// and 2n+2) splits every node's slot range in half, so ranges are implicit:
+// BVH layout: a complete binary tree with L = 2^d leaves in heap order (children of node n are 2n+1
+// and 2n+2) over a mesh's faces in "slot" order, every node splitting its slot range in half
+// (the build orders each range by a median split along its widest centroid axis), so ranges are
+// implicit:
 //   node n at depth k = floor(log2(n+1)), index i = n + 1 - 2^k, covers slots [i F / 2^k, (i+1) F / 2^k).
 // Stored per mesh: the triangles in slot order (contiguous for the leaves), the node boxes, and
 // the original face index of each slot. Refitting for moved vertices keeps the order.
@@ -76,34 +77,67 @@ struct Bvh {
 
 // ---- build --------------------------------------------------------------------------------------
 
-HG_HOST_DEVICE int64_t spread_bits(int64_t x) {  // 10 bits -> every third of 30
-  x &= 0x3ff;
-  x = (x | (x << 16)) & 0x30000ff;
-  x = (x | (x << 8)) & 0x300f00f;
-  x = (x | (x << 4)) & 0x30c30c3;
-  x = (x | (x << 2)) & 0x9249249;
-  return x;
-}
-
-// Morton code of each face centroid within its mesh's vertex bounds, one task per (mesh, face).
+// Face centroids, one task per (mesh, face); the build orders faces by them.
 template <typename T>
-struct MortonCodes {
+struct Centroids {
   Meshes<T> m;
-  const T* bounds;  // [B, 6] vertex bounds per mesh
-  int64_t* codes;   // [B, F]
+  T* centroids;  // [B, F, 3]
 
   HG_HOST_DEVICE void operator()(int64_t task) const {
     const int64_t b = task / m.F, f = task % m.F;
     const int32_t* idx = m.face(b, f);
-    const Vec3<T> c = (m.vertex(b, idx[0]) + m.vertex(b, idx[1]) + m.vertex(b, idx[2])) * (T(1) / T(3));
-    const T* bb = bounds + b * 6;
-    int64_t code = 0;
-    for (int k = 0; k < 3; ++k) {
-      const T extent = bb[3 + k] - bb[k];
-      const T unit = extent > T(0) ? (c[k] - bb[k]) / extent : T(0);
-      code |= spread_bits(int64_t(hg_clamp(unit, T(0), T(1)) * T(1023))) << (2 - k);
+    ((m.vertex(b, idx[0]) + m.vertex(b, idx[1]) + m.vertex(b, idx[2])) * (T(1) / T(3))).store(centroids + task * 3);
+  }
+};
+
+// One level of the top-down build, one task per (mesh, node at `depth`): splits the node's slot
+// range at its (implicit) midpoint so that the faces of the left half have the smaller centroids
+// along the axis where the range's centroids spread most (a median split, by quickselect).
+template <typename T>
+struct SplitNodes {
+  const T* centroids;  // [B, F, 3]
+  int32_t* order;      // [B, F], permuted in place within each node's range
+  int64_t F;
+  int depth;
+
+  HG_HOST_DEVICE T key(int64_t b, int32_t face, int axis) const { return centroids[(b * F + face) * 3 + axis]; }
+
+  HG_HOST_DEVICE void operator()(int64_t task) const {
+    const int64_t width = int64_t(1) << depth, b = task / width, i = task % width;
+    int64_t lo = (i * F) >> depth, hi = ((i + 1) * F) >> depth;
+    const int64_t mid = ((2 * i + 1) * F) >> (depth + 1);
+    if (hi - lo < 2) return;
+    int32_t* ord = order + b * F;
+    const T inf = std::numeric_limits<T>::infinity();
+    Vec3<T> cmin{inf, inf, inf}, cmax{-inf, -inf, -inf};
+    for (int64_t s = lo; s < hi; ++s) {
+      const Vec3<T> c = Vec3<T>::load(centroids + (b * F + ord[s]) * 3);
+      cmin = vmin(cmin, c);
+      cmax = vmax(cmax, c);
     }
-    codes[task] = code;
+    const Vec3<T> ext = cmax - cmin;
+    const int axis = ext.x >= ext.y && ext.x >= ext.z ? 0 : ext.y >= ext.z ? 1 : 2;
+    // quickselect: ord[lo:mid] <= ord[mid:hi] by key, ties broken by face index (deterministic)
+    auto less = [&](int32_t f, int32_t g) {
+      const T kf = key(b, f, axis), kg = key(b, g, axis);
+      return kf < kg || (kf == kg && f < g);
+    };
+    while (hi - lo > 1) {
+      const int32_t pivot = ord[lo + (hi - lo) / 2];
+      int64_t l = lo, r = hi - 1;
+      while (l <= r) {
+        while (less(ord[l], pivot)) ++l;
+        while (less(pivot, ord[r])) --r;
+        if (l <= r) {
+          const int32_t tmp = ord[l];
+          ord[l++] = ord[r];
+          ord[r--] = tmp;
+        }
+      }
+      if (mid <= r) hi = r + 1;
+      else if (mid >= l) lo = l;
+      else break;
+    }
   }
 };
 
@@ -209,9 +243,8 @@ HG_HOST_DEVICE int64_t first_hit(const Bvh<T>& bvh, int64_t b, const Ray<T>& ray
 }
 
 // Closest point of mesh b to p within sqrt(bound2) (pass inf for no bound): slot (-1 when there
-// is none: an empty mesh, a NaN point) and the projection. Depth first, nearer child first (ties:
-// the nearer far corner); far corners of visited boxes tighten the bound before any leaf is
-// reached, which prunes early for points inside a mesh, where many boxes are at distance 0.
+// is none: an empty mesh, a NaN point) and the projection. Depth first, nearer child first,
+// skipping boxes beyond the best distance so far.
 template <typename T>
 HG_HOST_DEVICE int64_t nearest(const Bvh<T>& bvh, int64_t b, Vec3<T> p, T bound2, Closest<T>& best, T& best_d2) {
   int64_t stack[kStackSize];
@@ -219,7 +252,7 @@ HG_HOST_DEVICE int64_t nearest(const Bvh<T>& bvh, int64_t b, Vec3<T> p, T bound2
   int top = 0;
   int64_t best_slot = -1;
   best_d2 = std::numeric_limits<T>::infinity();
-  T bound = hg_min(bound2, box_distance2(p, bvh.box(b, 0), false));
+  T bound = bound2;
   stack_d2[top] = box_distance2(p, bvh.box(b, 0));
   stack[top++] = 0;
   while (top > 0) {
@@ -246,9 +279,7 @@ HG_HOST_DEVICE int64_t nearest(const Bvh<T>& bvh, int64_t b, Vec3<T> p, T bound2
     } else {
       const int64_t l = 2 * node + 1, r = 2 * node + 2;
       const T near_l = box_distance2(p, bvh.box(b, l)), near_r = box_distance2(p, bvh.box(b, r));
-      const T far_l = box_distance2(p, bvh.box(b, l), false), far_r = box_distance2(p, bvh.box(b, r), false);
-      bound = hg_min(bound, hg_min(far_l, far_r));
-      const bool left_first = near_l < near_r || (near_l == near_r && far_l <= far_r);
+      const bool left_first = near_l <= near_r;
       stack[top] = left_first ? r : l;
       stack_d2[top++] = left_first ? near_r : near_l;
       stack[top] = left_first ? l : r;

@@ -2,9 +2,10 @@
 against the peer libraries that are installed (Open3D, libigl; `pip install handgeom[peers]`).
 
 Workloads (the BVH build is counted, as a user pays it):
-  (a) 512 different closed meshes (coarse hands in random poses, 656 faces) x 4096 points each;
+  (a) 512 different closed meshes (bumpy stretched spheres, 1280 faces) x 4096 points each;
   (b) one 20,480-face sphere with 1,000,000 points;
-  (c) hand-hand: pairs of coarse hands, count_intersections at resolution 50 (125k points a pair).
+  (c) hand-hand: pairs of coarse hands, count_intersections at resolution 50 (125k points a pair);
+  stress: points whose rays pass through vertices or edges, to count wrong answers.
 Every peer answer is checked against handgeom's exact one: "wrong" counts inside answers that
 differ, and signed distances with the other sign or a magnitude off by more than 1e-5.
 
@@ -25,13 +26,47 @@ from handgeom.metrics import count_intersections
 from handgeom.ops import penetration_loss, points_inside_mesh, signed_distance
 
 
-def hands_workload(meshes: int, points: int, seed: int = 0):
-    model = HandModel()
+def blobs_workload(meshes: int, points: int, seed: int = 0):
+    """Closed, non-self-intersecting meshes of 1280 faces: icospheres with random smooth radial
+    bumps, stretched, rotated, hand-sized (metres); points in each bounding box grown by 10%."""
+    import trimesh
+
+    sphere = trimesh.creation.icosphere(subdivisions=3)
+    unit, faces = torch.tensor(sphere.vertices, dtype=torch.float32), torch.tensor(sphere.faces)
     gen = torch.Generator().manual_seed(seed)
-    verts = model(model.sample_poses(meshes, gen, global_rotation=True)).verts
+    centres = torch.nn.functional.normalize(torch.randn(meshes, 4, 3, generator=gen), dim=-1)
+    bumps = (0.25 * torch.rand(meshes, 4, 1, generator=gen) * torch.exp(
+        4 * (unit[None, None] * centres[:, :, None]).sum(-1) - 4)).sum(1)  # [meshes, V]
+    stretch = 0.03 + 0.05 * torch.rand(meshes, 1, 3, generator=gen)
+    q = torch.nn.functional.normalize(torch.randn(meshes, 4, generator=gen), dim=-1)
+    verts = (unit[None] * (1 + bumps)[..., None] * stretch) @ _rotation(q).transpose(1, 2)
     lo, hi = verts.amin(1, keepdim=True), verts.amax(1, keepdim=True)
     pts = lo + (hi - lo) * (torch.rand(meshes, points, 3, generator=gen) * 1.2 - 0.1)
-    return pts, verts, model.faces
+    return pts, verts, faces
+
+
+def _rotation(q: torch.Tensor) -> torch.Tensor:
+    w, x, y, z = q.unbind(-1)
+    return torch.stack([1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y),
+                        2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x),
+                        2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)], -1).reshape(-1, 3, 3)
+
+
+def stress_workload(meshes: int, seed: int = 0):
+    """Points whose inside-test ray (handgeom's, and the +x ray most ray casters use) passes
+    through a vertex or an edge midpoint to within rounding: where non-watertight tests fail."""
+    pts, verts, faces = blobs_workload(meshes, 1, seed)
+    edges = verts[:, faces[:, [0, 1, 1, 2, 2, 0]].reshape(-1, 2)].mean(2)
+    targets = torch.cat([verts, edges], 1)
+    gen = torch.Generator().manual_seed(seed + 1)
+    lo, hi = verts.amin(1, keepdim=True), verts.amax(1, keepdim=True)
+    first = torch.tensor([0.5773502691896258, 0.6285393610547089, 0.5211288128307138])
+    ours = torch.where(hi - targets < targets - lo, 1.0, -1.0) * first
+    back = (hi - lo).amax(-1, keepdim=True) * 0.05 * torch.rand(*targets.shape[:2], 1, generator=gen)
+    half = targets.shape[1] // 2
+    axis = torch.tensor([1.0, 0.0, 0.0])
+    pts = torch.cat([targets[:, :half] - back[:, :half] * ours[:, :half], targets[:, half:] - back[:, half:] * axis], 1)
+    return pts, verts, faces
 
 
 def sphere_workload(points: int, seed: int = 0):
@@ -88,10 +123,11 @@ def libigl_queries():
 
 def run(device: str = "cpu", quick: bool = False) -> list[dict]:
     repeat = 1 if quick else 3
-    hands, sphere_points = (64, 100_000) if quick else (512, 1_000_000)
+    meshes, sphere_points = (64, 100_000) if quick else (512, 1_000_000)
     workloads = {
-        f"(a) {hands} hands x 4096": hands_workload(hands, 4096),
+        f"(a) {meshes} meshes x 4096": blobs_workload(meshes, 4096),
         f"(b) 20k-face sphere x {sphere_points:,}": sphere_workload(sphere_points),
+        f"stress: {meshes} meshes, rays via vertices/edges": stress_workload(meshes),
     }
     peers = {**open3d_queries(), **libigl_queries()}
     records = []

@@ -7,6 +7,7 @@ each op against its plain PyTorch formulation in ``python_tests/references.py``.
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from pathlib import Path
 
@@ -15,16 +16,17 @@ import torch
 import handgeom
 
 
-def _benchmarks():
-    """Imports the benchmark scripts of the source checkout this package was installed from."""
-    root = Path(__file__).resolve().parents[1] / "benchmarks"
-    if not (root / "bench_projection.py").is_file():
-        sys.exit(f"handgeom: benchmarks/ not found at {root}; the demo and benchmarks run from a "
-                 "source checkout installed with `make build` (pip install -e).")
-    sys.path.insert(0, str(root))
-    import bench_projection
+BENCHMARKS = ("bench_projection", "bench_mesh")
 
-    return bench_projection
+
+def _benchmark(name: str):
+    """Imports a benchmark script of the source checkout this package was installed from."""
+    root = Path(__file__).resolve().parents[1] / "benchmarks"
+    if not (root / f"{name}.py").is_file():
+        sys.exit(f"handgeom: benchmarks/{name}.py not found under {root.parent}; the demo and benchmarks "
+                 "run from a source checkout installed with `make build` (pip install -e).")
+    sys.path.insert(0, str(root))
+    return importlib.import_module(name)
 
 
 def _devices(requested: str | None) -> list[str]:
@@ -43,17 +45,18 @@ def demo(args: argparse.Namespace) -> None:
           f"{'compiled for sm_' + info['cuda_archs'] if info['cuda'] else 'not built'}, "
           f"GPU {'present' if info['cuda_available'] else 'absent'}, OpenMP {'on' if info['openmp'] else 'off'}, "
           f"{info['threads']} CPU threads\n")
-    bench = _benchmarks()
+    projection = _benchmark("bench_projection")
     for device in _devices(args.device):
-        bench.run(device, quick=True)
+        projection.run(device, quick=True)
         print()
 
 
 def bench(args: argparse.Namespace) -> None:
-    bench = _benchmarks()
-    for device in _devices(args.device):
-        bench.run(device, quick=args.quick)
-        print()
+    for name in BENCHMARKS:
+        module = _benchmark(name)
+        for device in _devices(args.device):
+            module.run(device, quick=args.quick)
+            print()
 
 
 def main(argv: list[str] | None = None) -> None:

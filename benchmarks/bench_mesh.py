@@ -14,13 +14,10 @@ differ, and signed distances with the other sign or a magnitude off by more than
 
 from __future__ import annotations
 
-import argparse
-import json
-
 import numpy as np
 import torch
 
-from common import format_table, median_seconds
+from common import cli, format_table, median_seconds
 from handgeom.hand import HandModel, two_hand_preset
 from handgeom.metrics import count_intersections
 from handgeom.ops import penetration_loss, points_inside_mesh, signed_distance
@@ -174,17 +171,5 @@ def run(device: str = "cpu", quick: bool = False) -> list[dict]:
     return records
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    parser.add_argument("--quick", action="store_true", help="smaller workloads, one repetition")
-    parser.add_argument("--json", help="also write the records to this file")
-    args = parser.parse_args()
-    records = run(args.device, args.quick)
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(records, f, indent=2)
-
-
 if __name__ == "__main__":
-    main()
+    cli(run, __doc__)

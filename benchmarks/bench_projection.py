@@ -10,14 +10,13 @@ forward+backward adds on top of its inputs, measured in a child process for each
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 
 import torch
 
 import handgeom
-from common import format_table, measure_in_child, median_seconds, peak_rss_bytes
+from common import cli, format_table, measure_in_child, median_seconds, peak_rss_bytes
 import references as ref
 
 CONFIGS = [  # name, batch, size, radius
@@ -125,15 +124,7 @@ def main() -> None:
         variant, batch, size, radius, device = sys.argv[2:7]
         print(json.dumps(child(variant, int(batch), int(size), float(radius), device)))
         return
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    parser.add_argument("--quick", action="store_true", help="fewer repetitions")
-    parser.add_argument("--json", help="also write the records to this file")
-    args = parser.parse_args()
-    records = run(args.device, args.quick)
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(records, f, indent=2)
+    cli(run, __doc__)
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ are shared and noisy."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import statistics
 import subprocess
@@ -57,3 +58,16 @@ def format_table(headers: list[str], rows: list[list[object]]) -> str:
     lines = [" | ".join(c.rjust(w) for c, w in zip(r, widths)) for r in cells]
     lines.insert(1, "-+-".join("-" * w for w in widths))
     return "\n".join(lines)
+
+
+def cli(run: Callable[..., list[dict]], doc: str) -> None:
+    """The command line every benchmark shares: --device, --quick, --json FILE."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--quick", action="store_true", help="a reduced run")
+    parser.add_argument("--json", help="also write the records to this file")
+    args = parser.parse_args()
+    records = run(args.device, args.quick)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(records, f, indent=2)

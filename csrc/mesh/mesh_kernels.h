@@ -180,17 +180,16 @@ struct NodeBoxes {
 
 // ---- traversal ----------------------------------------------------------------------------------
 
-// Signed crossing count of a ray with mesh b: the winding number of the ray's origin for a closed
-// mesh (0 outside, +-1 inside when consistently oriented). Also the nearest hit's t (inf: none).
-template <typename T>
-HG_HOST_DEVICE int winding_along(const Bvh<T>& bvh, int64_t b, const Ray<T>& ray, T& t_first) {
+// Calls visit(slot, hit) for every triangle of mesh b that the ray hits at 0 < t, visiting only
+// boxes the ray meets before t_max, which the visitor may lower as it goes (first-hit queries).
+template <typename T, typename Visit>
+HG_HOST_DEVICE void trace(const Bvh<T>& bvh, int64_t b, const Ray<T>& ray, const T& t_max, Visit&& visit) {
   int64_t stack[kStackSize];
-  int top = 0, winding = 0;
-  t_first = std::numeric_limits<T>::infinity();
+  int top = 0;
   stack[top++] = 0;
   while (top > 0) {
     const int64_t node = stack[--top];
-    if (!ray_box(ray, bvh.box(b, node), T(0), std::numeric_limits<T>::infinity())) continue;
+    if (!ray_box(ray, bvh.box(b, node), T(0), t_max)) continue;
     if (bvh.is_leaf(node)) {
       int64_t lo, hi;
       bvh.range(node, lo, hi);
@@ -198,47 +197,40 @@ HG_HOST_DEVICE int winding_along(const Bvh<T>& bvh, int64_t b, const Ray<T>& ray
         Vec3<T> a, p, c;
         bvh.triangle(b, s, a, p, c);
         RayHit<T> hit;
-        if (intersect(ray, a, p, c, hit)) {
-          winding += hit.orientation;
-          t_first = hg_min(t_first, hit.t);
-        }
+        if (intersect(ray, a, p, c, hit)) visit(s, hit);
       }
     } else {
       stack[top++] = 2 * node + 2;
       stack[top++] = 2 * node + 1;
     }
   }
+}
+
+// Signed crossing count of a ray with mesh b: the winding number of the ray's origin for a closed
+// mesh (0 outside, +-1 inside when consistently oriented). Also the nearest hit's t (inf: none).
+template <typename T>
+HG_HOST_DEVICE int winding_along(const Bvh<T>& bvh, int64_t b, const Ray<T>& ray, T& t_first) {
+  const T inf = std::numeric_limits<T>::infinity();
+  int winding = 0;
+  t_first = inf;
+  trace(bvh, b, ray, inf, [&](int64_t, const RayHit<T>& hit) {
+    winding += hit.orientation;
+    t_first = hg_min(t_first, hit.t);
+  });
   return winding;
 }
 
 // Nearest hit along a ray: slot (-1 for a miss) and the hit; ties go to the lower slot.
 template <typename T>
 HG_HOST_DEVICE int64_t first_hit(const Bvh<T>& bvh, int64_t b, const Ray<T>& ray, RayHit<T>& best) {
-  int64_t stack[kStackSize];
-  int top = 0;
   int64_t best_slot = -1;
   best.t = std::numeric_limits<T>::infinity();
-  stack[top++] = 0;
-  while (top > 0) {
-    const int64_t node = stack[--top];
-    if (!ray_box(ray, bvh.box(b, node), T(0), best.t)) continue;
-    if (bvh.is_leaf(node)) {
-      int64_t lo, hi;
-      bvh.range(node, lo, hi);
-      for (int64_t s = lo; s < hi; ++s) {
-        Vec3<T> a, p, c;
-        bvh.triangle(b, s, a, p, c);
-        RayHit<T> hit;
-        if (intersect(ray, a, p, c, hit) && (hit.t < best.t || (hit.t == best.t && s < best_slot))) {
-          best = hit;
-          best_slot = s;
-        }
-      }
-    } else {
-      stack[top++] = 2 * node + 2;
-      stack[top++] = 2 * node + 1;
+  trace(bvh, b, ray, best.t, [&](int64_t s, const RayHit<T>& hit) {
+    if (hit.t < best.t || (hit.t == best.t && s < best_slot)) {
+      best = hit;
+      best_slot = s;
     }
-  }
+  });
   return best_slot;
 }
 

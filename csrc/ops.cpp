@@ -21,4 +21,9 @@ TORCH_LIBRARY(handgeom, m) {
         "Tensor boxes, bool squared) -> (Tensor loss, Tensor face)");
   m.def("mesh_distance_backward(Tensor coef, Tensor points, Tensor verts, Tensor faces, Tensor face) "
         "-> (Tensor grad_points, Tensor grad_verts)");
+
+  // Per-edge 2D graph convolution, direct method (SIA-GCN; csrc/edge_conv/).
+  m.def("edge_conv2d(Tensor x, Tensor weight, Tensor edges, Tensor? bias, bool mean) -> Tensor");
+  m.def("edge_conv2d_backward(Tensor grad_out, Tensor x, Tensor weight, Tensor edges, bool mean) "
+        "-> (Tensor grad_x, Tensor grad_weight, Tensor grad_bias)");
 }

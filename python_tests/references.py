@@ -153,3 +153,22 @@ def ray_triangle_hits(origins, dirs, verts, faces):
     t = torch.where(hit, t, torch.full_like(t, float("inf")))
     best, face = t.min(dim=1)
     return best, torch.where(torch.isinf(best), -1, face)
+
+
+def edge_conv2d(x, weight, edges, bias=None, aggregation="mean"):
+    """The naive composition of a per-edge graph convolution: gather each edge's source map,
+    depthwise conv2d with the edge's kernel, add the bias, index_add into the targets, divide by
+    the in-degree. x [B, M, K, H, W], weight [M, E, kh, kw], bias [M, E] -> [B, M, K, H, W]."""
+    batch, heads_x, nodes, height, width = x.shape
+    heads, count, kh, kw = weight.shape
+    src, tgt = edges[:, 0], edges[:, 1]
+    gathered = x.expand(batch, heads, nodes, height, width)[:, :, src].reshape(batch, heads * count, height, width)
+    messages = torch.nn.functional.conv2d(gathered, weight.reshape(heads * count, 1, kh, kw),
+                                          padding=(kh // 2, kw // 2), groups=heads * count)
+    messages = messages.reshape(batch, heads, count, height, width)
+    if bias is not None:
+        messages = messages + bias[None, :, :, None, None]
+    out = x.new_zeros(batch, heads, nodes, height, width).index_add(2, tgt, messages)
+    if aggregation == "mean":
+        out = out / torch.bincount(tgt, minlength=nodes).clamp_min(1).to(x.dtype)[:, None, None]
+    return out

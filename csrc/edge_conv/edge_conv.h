@@ -55,8 +55,9 @@ std::tuple<Tensor, Tensor, Tensor> backward(const Tensor& grad_out, const Tensor
     using BodyX = BackwardX<scalar_t, kTile>;
     launch(B * Mx * K * H * Forward<scalar_t, kTile>::tiles(W),
            BodyX{pr, grad_out.data_ptr<scalar_t>(), grad_x.data_ptr<scalar_t>()});
-    launch(grad_w.numel(), BackwardW<scalar_t>{pr, grad_out.data_ptr<scalar_t>(), grad_w.data_ptr<scalar_t>(),
-                                               grad_bias.data_ptr<scalar_t>()});
+    launch(w.size(0) * w.size(1) * w.size(2), BackwardW<scalar_t>{pr, grad_out.data_ptr<scalar_t>(),
+                                                                  grad_w.data_ptr<scalar_t>(),
+                                                                  grad_bias.data_ptr<scalar_t>()});
   });
   return {grad_x, grad_w, grad_bias};
 }

@@ -124,39 +124,65 @@ struct BackwardX {
   }
 };
 
-// Gradient for one kernel tap w[m,e,u,v] (and, for the tap (0, 0) task, bias[m,e]): a sum over
-// batch and pixels, one task per (head, edge, tap).
+// Reductions in kLanes independent partial sums, which the compiler vectorizes (a single
+// accumulator would serialize on floating-point addition order).
+template <int64_t kLanes, typename T>
+HG_HOST_DEVICE void dot_lanes(const T* a, const T* b, int64_t lo, int64_t hi, T (&acc)[kLanes]) {
+  int64_t j = lo;
+  for (; j + kLanes <= hi; j += kLanes) {
+    for (int64_t l = 0; l < kLanes; ++l) acc[l] += a[j + l] * b[j + l];
+  }
+  for (int64_t l = 0; j < hi; ++j, ++l) acc[l] += a[j] * b[j];
+}
+
+template <int64_t kLanes, typename T>
+HG_HOST_DEVICE void sum_in_lanes(const T* a, int64_t n, T (&acc)[kLanes]) {
+  for (int64_t j = 0; j < n; ++j) acc[j % kLanes] += a[j];
+}
+
+template <int64_t kLanes, typename T>
+HG_HOST_DEVICE T sum_lanes(const T (&acc)[kLanes]) {
+  T total = T(0);
+  for (int64_t l = 0; l < kLanes; ++l) total += acc[l];
+  return total;
+}
+
+// Gradient for one row of kernel taps w[m,e,u,:] (and, for u = 0, bias[m,e]): sums over batch
+// and pixels, one task per (head, edge, kernel row). A row of grad_out is reused for every v of
+// the kernel row while it is in cache.
 template <typename T>
 struct BackwardW {
   Problem<T> pr;
   const T* grad_out;
-  T* grad_w;     // [M, E, kh, kw]
+  T* grad_w;     // [M, E, kh, kw], zero-initialized
   T* grad_bias;  // [M, E]
 
   HG_HOST_DEVICE void operator()(int64_t task) const {
-    const int64_t taps = pr.kh * pr.kw, tap = task % taps, me = task / taps, e = me % pr.E, m = me / pr.E;
-    const int64_t u = tap / pr.kw, v = tap % pr.kw, ph = pr.kh / 2, pw = pr.kw / 2;
-    const int64_t s = pr.g.src[e], t = pr.g.tgt[e];
-    int64_t lo, hi;
-    valid_columns(0, pr.W, v - pw, pr.W, lo, hi);
-    T acc = T(0), bias_acc = T(0);
+    const int64_t u = task % pr.kh, me = task / pr.kh, e = me % pr.E, m = me / pr.E;
+    const int64_t ph = pr.kh / 2, pw = pr.kw / 2, s = pr.g.src[e], t = pr.g.tgt[e];
+    constexpr int64_t kLanes = 8;
+    T* gw = grad_w + task * pr.kw;
+    T bias_lanes[kLanes] = {};
     for (int64_t b = 0; b < pr.B; ++b) {
       const T* xs = pr.map(pr.x, b, pr.Mx == 1 ? 0 : m, s, pr.Mx);
       const T* g = pr.map(grad_out, b, m, t, pr.M);
       for (int64_t i = 0; i < pr.H; ++i) {
         const int64_t ii = i + u - ph;
         if (ii < 0 || ii >= pr.H) continue;
-        const T* xrow = xs + ii * pr.W + v - pw;
         const T* grow = g + i * pr.W;
-        for (int64_t j = lo; j < hi; ++j) acc += grow[j] * xrow[j];
+        for (int64_t v = 0; v < pr.kw; ++v) {
+          int64_t lo, hi;
+          valid_columns(0, pr.W, v - pw, pr.W, lo, hi);
+          T lanes[kLanes] = {};
+          dot_lanes(grow, xs + ii * pr.W + v - pw, lo, hi, lanes);
+          gw[v] += sum_lanes(lanes);
+        }
       }
-      if (tap == 0) {
-        for (int64_t p = 0; p < pr.H * pr.W; ++p) bias_acc += g[p];
-      }
+      if (u == 0) sum_in_lanes(g, pr.H * pr.W, bias_lanes);
     }
     const T norm = T(pr.g.norm(t));
-    grad_w[task] = acc * norm;
-    if (tap == 0) grad_bias[me] = bias_acc * norm;
+    for (int64_t v = 0; v < pr.kw; ++v) gw[v] *= norm;
+    if (u == 0) grad_bias[me] = sum_lanes(bias_lanes) * norm;
   }
 };
 

@@ -16,7 +16,7 @@ import torch
 import handgeom
 
 
-BENCHMARKS = ("bench_projection", "bench_mesh")
+BENCHMARKS = ("bench_projection", "bench_mesh", "bench_edge_conv")
 
 
 def _benchmark(name: str):

@@ -1,4 +1,5 @@
-"""Interaction metrics for hand-object and hand-hand reconstruction, batched over pairs.
+"""Metrics: 2D keypoint accuracy (PCK, mPCK) and interaction metrics for hand-object and
+hand-hand reconstruction, batched over pairs.
 
 Meshes are batched as in :mod:`handgeom.ops.mesh` (``verts [B, V, 3]``, ``faces [F, 3]`` or
 ``[B, F, 3]``), in metres. Inside tests are exact for closed meshes (see
@@ -13,7 +14,7 @@ import torch
 
 from handgeom.ops.mesh import points_inside_mesh, signed_distance
 
-__all__ = ["penetration_depth", "intersection_volume", "contact_ratio", "count_intersections"]
+__all__ = ["penetration_depth", "intersection_volume", "contact_ratio", "count_intersections", "pck", "mpck"]
 
 
 def penetration_depth(hand_verts: torch.Tensor, obj_verts: torch.Tensor, obj_faces: torch.Tensor) -> torch.Tensor:
@@ -105,3 +106,22 @@ def count_intersections(verts_a: torch.Tensor, faces_a: torch.Tensor, verts_b: t
     overlap = ((points >= torch.maximum(lo_a, lo_b)[:, None]) & (points <= torch.minimum(hi_a, hi_b)[:, None])).all(-1)
     points = torch.where(overlap.unsqueeze(-1), points, torch.full_like(points, math.nan))
     return _inside_both(points, verts_a, faces_a, verts_b, faces_b).sum(dim=1)
+
+
+def pck(pred: torch.Tensor, target: torch.Tensor, crop_size: float, delta: float,
+        visible: torch.Tensor | None = None) -> float:
+    """Percentage of correct keypoints: the fraction of (visible) keypoints ``[..., K, 2]`` within
+    ``delta * crop_size`` pixels of the target, the threshold normalized by the side of the square
+    crop as in SIA-GCN's evaluation."""
+    correct = (pred - target).norm(dim=-1) <= delta * crop_size
+    if visible is not None:
+        return (correct & visible).sum().item() / max(int(visible.sum()), 1)
+    return correct.float().mean().item()
+
+
+def mpck(pred: torch.Tensor, target: torch.Tensor, crop_size: float,
+         deltas: tuple[float, ...] = (0.01, 0.02, 0.03, 0.04, 0.05, 0.06, 0.07, 0.08, 0.09, 0.10),
+         visible: torch.Tensor | None = None) -> float:
+    """Mean PCK over thresholds ``deltas`` (fractions of the crop size; pass the set a paper
+    reports to reproduce its numbers)."""
+    return sum(pck(pred, target, crop_size, d, visible) for d in deltas) / len(deltas)

@@ -1,0 +1,5 @@
+"""The model layer: networks of the papers handgeom serves, composed of its ops."""
+
+from handgeom.models.siagcn import SIAGCN, SiaPoseHead, hand_graph_edges, heatmap_keypoints
+
+__all__ = ["SIAGCN", "SiaPoseHead", "hand_graph_edges", "heatmap_keypoints"]

@@ -67,11 +67,15 @@ struct Bvh {
     hi = ((i + 1) * F) >> depth;
   }
   HG_HOST_DEVICE const T* box(int64_t b, int64_t node) const { return boxes + (b * nodes() + node) * 6; }
-  HG_HOST_DEVICE void triangle(int64_t b, int64_t slot, Vec3<T>& a, Vec3<T>& p, Vec3<T>& c) const {
-    const T* t = tris + (b * F + slot) * 9;
-    a = Vec3<T>::load(t);
-    p = Vec3<T>::load(t + 3);
-    c = Vec3<T>::load(t + 6);
+  // f(slot, a, b, c) for each triangle in a node's slot range.
+  template <typename Fn>
+  HG_HOST_DEVICE void for_each_triangle(int64_t b, int64_t node, Fn&& f) const {
+    int64_t lo, hi;
+    range(node, lo, hi);
+    for (int64_t s = lo; s < hi; ++s) {
+      const T* t = tris + (b * F + s) * 9;
+      f(s, Vec3<T>::load(t), Vec3<T>::load(t + 3), Vec3<T>::load(t + 6));
+    }
   }
 };
 
@@ -163,16 +167,12 @@ struct NodeBoxes {
 
   HG_HOST_DEVICE void operator()(int64_t task) const {
     const int64_t b = task / bvh.nodes(), node = task % bvh.nodes();
-    int64_t lo, hi;
-    bvh.range(node, lo, hi);
     const T inf = std::numeric_limits<T>::infinity();
     Vec3<T> bmin{inf, inf, inf}, bmax{-inf, -inf, -inf};
-    for (int64_t s = lo; s < hi; ++s) {
-      Vec3<T> a, p, c;
-      bvh.triangle(b, s, a, p, c);
+    bvh.for_each_triangle(b, node, [&](int64_t, Vec3<T> a, Vec3<T> p, Vec3<T> c) {
       bmin = vmin(vmin(bmin, a), vmin(p, c));
       bmax = vmax(vmax(bmax, a), vmax(p, c));
-    }
+    });
     bmin.store(boxes + task * 6);
     bmax.store(boxes + task * 6 + 3);
   }
@@ -191,14 +191,10 @@ HG_HOST_DEVICE void trace(const Bvh<T>& bvh, int64_t b, const Ray<T>& ray, const
     const int64_t node = stack[--top];
     if (!ray_box(ray, bvh.box(b, node), T(0), t_max)) continue;
     if (bvh.is_leaf(node)) {
-      int64_t lo, hi;
-      bvh.range(node, lo, hi);
-      for (int64_t s = lo; s < hi; ++s) {
-        Vec3<T> a, p, c;
-        bvh.triangle(b, s, a, p, c);
+      bvh.for_each_triangle(b, node, [&](int64_t s, Vec3<T> a, Vec3<T> p, Vec3<T> c) {
         RayHit<T> hit;
         if (intersect(ray, a, p, c, hit)) visit(s, hit);
-      }
+      });
     } else {
       stack[top++] = 2 * node + 2;
       stack[top++] = 2 * node + 1;
@@ -253,11 +249,7 @@ HG_HOST_DEVICE int64_t nearest(const Bvh<T>& bvh, int64_t b, Vec3<T> p, T bound2
     const T d2 = stack_d2[top];
     if (d2 > bound || !(d2 < best_d2)) continue;
     if (bvh.is_leaf(node)) {
-      int64_t lo, hi;
-      bvh.range(node, lo, hi);
-      for (int64_t s = lo; s < hi; ++s) {
-        Vec3<T> a, q, c;
-        bvh.triangle(b, s, a, q, c);
+      bvh.for_each_triangle(b, node, [&](int64_t s, Vec3<T> a, Vec3<T> q, Vec3<T> c) {
         const Closest<T> cl = closest_on_triangle(p, a, q, c);
         const Vec3<T> e = p - cl.point;
         const T e2 = dot(e, e);
@@ -266,7 +258,7 @@ HG_HOST_DEVICE int64_t nearest(const Bvh<T>& bvh, int64_t b, Vec3<T> p, T bound2
           best = cl;
           best_slot = s;
         }
-      }
+      });
       bound = hg_min(bound, best_d2);
     } else {
       const int64_t l = 2 * node + 1, r = 2 * node + 2;

@@ -1,4 +1,5 @@
 // Input validation and dispatcher registration of the projection op family.
+#include <c10/core/DeviceGuard.h>
 #include <torch/library.h>
 
 #include <string>
@@ -45,16 +46,17 @@ Inputs validate(const Checker& ck, const at::Tensor& joint_uv, const at::Tensor&
           {height, width, prof, radius, sigma}};
 }
 
-template <auto forward_impl>
+template <DeviceOps (*ops)()>
 at::Tensor projection_op(const at::Tensor& joint_uv, const at::Tensor& joint_feat,
                          const at::Tensor& bones, int64_t height, int64_t width, double radius,
                          const std::string& profile, double sigma) {
   const Checker ck("bone_plane_projection");
   const Inputs in = validate(ck, joint_uv, joint_feat, bones, height, width, radius, profile, sigma);
-  return forward_impl(in.uv, in.feat, in.bones, in.options);
+  const c10::DeviceGuard guard(joint_uv.device());
+  return ops().forward(in.uv, in.feat, in.bones, in.options);
 }
 
-template <auto backward_impl>
+template <DeviceOps (*ops)()>
 std::tuple<at::Tensor, at::Tensor> projection_backward_op(
     const at::Tensor& grad_out, const at::Tensor& joint_uv, const at::Tensor& joint_feat,
     const at::Tensor& bones, int64_t height, int64_t width, double radius,
@@ -65,20 +67,21 @@ std::tuple<at::Tensor, at::Tensor> projection_backward_op(
            {joint_uv.size(0), bones.size(0) * joint_feat.size(2), height, width});
   ck.same_dtype(grad_out, "grad_out", joint_uv, "joint_uv");
   ck.same_device(grad_out, "grad_out", joint_uv, "joint_uv");
-  return backward_impl(grad_out.contiguous(), in.uv, in.feat, in.bones, in.options);
+  const c10::DeviceGuard guard(joint_uv.device());
+  return ops().backward(grad_out.contiguous(), in.uv, in.feat, in.bones, in.options);
 }
 
 }  // namespace
 
 TORCH_LIBRARY_IMPL(handgeom, CPU, m) {
-  m.impl("bone_plane_projection", &projection_op<forward_cpu>);
-  m.impl("bone_plane_projection_backward", &projection_backward_op<backward_cpu>);
+  m.impl("bone_plane_projection", &projection_op<cpu_ops>);
+  m.impl("bone_plane_projection_backward", &projection_backward_op<cpu_ops>);
 }
 
 #ifdef HANDGEOM_WITH_CUDA
 TORCH_LIBRARY_IMPL(handgeom, CUDA, m) {
-  m.impl("bone_plane_projection", &projection_op<forward_cuda>);
-  m.impl("bone_plane_projection_backward", &projection_backward_op<backward_cuda>);
+  m.impl("bone_plane_projection", &projection_op<cuda_ops>);
+  m.impl("bone_plane_projection_backward", &projection_backward_op<cuda_ops>);
 }
 #endif
 

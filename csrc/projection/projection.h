@@ -26,7 +26,6 @@ Problem<T> make_problem(const at::Tensor& uv, const at::Tensor& feat, const at::
           o.profile,        T(o.radius),        T(o.sigma)};
 }
 
-// `kTile`: output columns per forward task; `chunk`: channels per backward task.
 template <int64_t kTile, typename Launch>
 at::Tensor forward(const at::Tensor& uv, const at::Tensor& feat, const at::Tensor& bones,
                    const Options& o, const Launch& launch) {
@@ -68,16 +67,27 @@ std::tuple<at::Tensor, at::Tensor> backward(const at::Tensor& grad_out, const at
   return {grad_uv, grad_feat};
 }
 
-// Device entry points (projection_cpu.cpp, projection_cuda.cu).
-at::Tensor forward_cpu(const at::Tensor& uv, const at::Tensor& feat, const at::Tensor& bones,
-                       const Options& o);
-std::tuple<at::Tensor, at::Tensor> backward_cpu(const at::Tensor& grad_out, const at::Tensor& uv,
-                                                const at::Tensor& feat, const at::Tensor& bones,
-                                                const Options& o);
-at::Tensor forward_cuda(const at::Tensor& uv, const at::Tensor& feat, const at::Tensor& bones,
-                        const Options& o);
-std::tuple<at::Tensor, at::Tensor> backward_cuda(const at::Tensor& grad_out, const at::Tensor& uv,
-                                                 const at::Tensor& feat, const at::Tensor& bones,
-                                                 const Options& o);
+// The entry points of one device (projection_cpu.cpp, projection_cuda.cu); projection.cpp
+// validates and dispatches. kTile: output columns per forward task; kChunk: channels per
+// backward task.
+struct DeviceOps {
+  at::Tensor (*forward)(const at::Tensor&, const at::Tensor&, const at::Tensor&, const Options&);
+  std::tuple<at::Tensor, at::Tensor> (*backward)(const at::Tensor&, const at::Tensor&, const at::Tensor&,
+                                                 const at::Tensor&, const Options&);
+};
+
+template <int64_t kTile, int64_t kChunk, typename Launch>
+DeviceOps make_device_ops() {
+  return {
+      [](const at::Tensor& uv, const at::Tensor& feat, const at::Tensor& bones, const Options& o) {
+        return forward<kTile>(uv, feat, bones, o, Launch{});
+      },
+      [](const at::Tensor& g, const at::Tensor& uv, const at::Tensor& feat, const at::Tensor& bones,
+         const Options& o) { return backward(g, uv, feat, bones, o, Launch{}, kChunk); },
+  };
+}
+
+DeviceOps cpu_ops();
+DeviceOps cuda_ops();
 
 }  // namespace handgeom::projection

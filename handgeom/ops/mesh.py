@@ -29,12 +29,11 @@ class MeshBVH:
     """
 
     def __init__(self, verts: torch.Tensor, faces: torch.Tensor):
-        self.verts, self.faces = verts, faces
+        self.faces = faces
         self.order, self.tris, self.boxes = torch.ops.handgeom.mesh_bvh(verts.detach(), faces, None)
 
     def refit(self, verts: torch.Tensor) -> "MeshBVH":
         """The same meshes with new vertex positions (same topology); returns self."""
-        self.verts = verts
         self.order, self.tris, self.boxes = torch.ops.handgeom.mesh_bvh(verts.detach(), self.faces, self.order)
         return self
 
@@ -120,6 +119,7 @@ def penetration_loss(points: torch.Tensor, verts: torch.Tensor, faces: torch.Ten
 
 
 def _leaves(faces: int) -> int:
+    """Leaves of a mesh's BVH (mirrors leaves_for in csrc/mesh/mesh.h), for fake tensors."""
     leaves = 1
     while leaves * 4 < faces:
         leaves *= 2

@@ -19,6 +19,7 @@ import torch
 
 from common import cli, format_table, median_seconds
 from handgeom.hand import HandModel, two_hand_preset
+from handgeom.hand.kinematics import quaternion_to_matrix
 from handgeom.metrics import count_intersections
 from handgeom.ops import penetration_loss, points_inside_mesh, signed_distance
 
@@ -36,17 +37,10 @@ def blobs_workload(meshes: int, points: int, seed: int = 0):
         4 * (unit[None, None] * centres[:, :, None]).sum(-1) - 4)).sum(1)  # [meshes, V]
     stretch = 0.03 + 0.05 * torch.rand(meshes, 1, 3, generator=gen)
     q = torch.nn.functional.normalize(torch.randn(meshes, 4, generator=gen), dim=-1)
-    verts = (unit[None] * (1 + bumps)[..., None] * stretch) @ _rotation(q).transpose(1, 2)
+    verts = (unit[None] * (1 + bumps)[..., None] * stretch) @ quaternion_to_matrix(q).transpose(1, 2)
     lo, hi = verts.amin(1, keepdim=True), verts.amax(1, keepdim=True)
     pts = lo + (hi - lo) * (torch.rand(meshes, points, 3, generator=gen) * 1.2 - 0.1)
     return pts, verts, faces
-
-
-def _rotation(q: torch.Tensor) -> torch.Tensor:
-    w, x, y, z = q.unbind(-1)
-    return torch.stack([1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y),
-                        2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x),
-                        2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)], -1).reshape(-1, 3, 3)
 
 
 def stress_workload(meshes: int, seed: int = 0):

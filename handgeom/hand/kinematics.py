@@ -24,6 +24,16 @@ def axis_angle_to_matrix(v: torch.Tensor) -> torch.Tensor:
     return eye + a * k + b * (k @ k)
 
 
+def quaternion_to_matrix(q: torch.Tensor) -> torch.Tensor:
+    """Unit quaternions ``[..., 4]`` (w, x, y, z) -> rotation matrices ``[..., 3, 3]``."""
+    w, x, y, z = q.unbind(-1)
+    return torch.stack([
+        1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y),
+        2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x),
+        2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y),
+    ], -1).reshape(*q.shape[:-1], 3, 3)
+
+
 def rotation_6d_to_matrix(d6: torch.Tensor) -> torch.Tensor:
     """Zhou et al. (CVPR 2019) continuous 6D rotation: Gram-Schmidt on two columns."""
     a1, a2 = d6[..., :3], d6[..., 3:]

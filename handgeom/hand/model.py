@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 
 from handgeom.hand import ik
-from handgeom.hand.kinematics import local_skeleton, place, place_frames
+from handgeom.hand.kinematics import local_skeleton, place, place_frames, quaternion_to_matrix
 from handgeom.hand.mesh import hand_surface
 from handgeom.hand.skeleton import ANGLE_NAMES, DEFAULT_BONE_LENGTHS, angle_limits
 
@@ -120,7 +120,7 @@ class HandModel(torch.nn.Module):
             params.bone_lengths = params.bone_lengths * jitter
         if global_rotation:  # uniform on SO(3): normalized Gaussian quaternions, as a matrix
             q = torch.nn.functional.normalize(torch.randn(n, 4, generator=generator, dtype=torch.float64), dim=-1)
-            params.rotation = _quaternion_to_matrix(q)
+            params.rotation = quaternion_to_matrix(q)
         return params.to(dtype=dtype, device=device)
 
     def forward(self, params: HandParams) -> HandOutput:
@@ -154,15 +154,6 @@ class HandModel(torch.nn.Module):
         if suffix not in (".ply", ".obj"):
             raise ValueError(f"export: path must end in .ply or .obj, got {str(path)!r}")
         self.to_trimesh(verts).export(str(path))
-
-
-def _quaternion_to_matrix(q: torch.Tensor) -> torch.Tensor:
-    w, x, y, z = q.unbind(-1)
-    return torch.stack([
-        1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y),
-        2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x),
-        2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y),
-    ], -1).reshape(*q.shape[:-1], 3, 3)
 
 
 __all__ = ["HandModel", "HandParams", "HandOutput"]

@@ -26,4 +26,11 @@ TORCH_LIBRARY(handgeom, m) {
   m.def("edge_conv2d(Tensor x, Tensor weight, Tensor edges, Tensor? bias, bool mean) -> Tensor");
   m.def("edge_conv2d_backward(Tensor grad_out, Tensor x, Tensor weight, Tensor edges, bool mean) "
         "-> (Tensor grad_x, Tensor grad_weight, Tensor grad_bias)");
+
+  // Conditioned (FiLM-modulated) residual MLP: the occupancy decoder in eval mode (csrc/occupancy/).
+  m.def("conditioned_mlp(Tensor inputs, Tensor w_in, Tensor b_in, Tensor w_hidden, Tensor b_hidden, "
+        "Tensor w_out, Tensor b_out, Tensor scale, Tensor shift) -> Tensor");
+  m.def("conditioned_mlp_backward(Tensor grad_logits, Tensor inputs, Tensor w_in, Tensor b_in, "
+        "Tensor w_hidden, Tensor b_hidden, Tensor w_out, Tensor b_out, Tensor scale, Tensor shift) "
+        "-> (Tensor grad_inputs, Tensor grad_scale, Tensor grad_shift)");
 }

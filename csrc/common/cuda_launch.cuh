@@ -8,13 +8,35 @@
 #include <c10/cuda/CUDAStream.h>
 
 #include <algorithm>
+#include <type_traits>
 
 namespace handgeom {
 
+// A body whose threads all read one read-only array (network weights) can name it: `staged()`
+// (device pointer), `staged_count()` (elements) and `restaged(p)` (a copy reading it from p). The
+// kernel then copies it to shared memory once per block, when it fits.
 template <typename Body>
-__global__ void grid_stride_kernel(int64_t n, Body body) {
+concept Staged = requires(const Body& b) {
+  b.staged();
+  b.staged_count();
+};
+
+template <typename Body, typename T>
+__global__ void grid_stride_kernel(int64_t n, Body body, const T* staged, int64_t staged_count) {
   const int64_t stride = int64_t(blockDim.x) * gridDim.x;
-  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += stride) body(i);
+  const int64_t first = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if constexpr (Staged<Body>) {
+    if (staged) {
+      extern __shared__ __align__(16) unsigned char shared_bytes[];
+      T* shared = reinterpret_cast<T*>(shared_bytes);
+      for (int64_t i = threadIdx.x; i < staged_count; i += blockDim.x) shared[i] = staged[i];
+      __syncthreads();
+      const Body local = body.restaged(shared);
+      for (int64_t i = first; i < n; i += stride) local(i);
+      return;
+    }
+  }
+  for (int64_t i = first; i < n; i += stride) body(i);
 }
 
 template <typename Body>
@@ -25,7 +47,21 @@ void parallel_for_cuda(int64_t n, const Body& body) {
   int sms = 0;
   C10_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, stream.device_index()));
   const int64_t blocks = std::min<int64_t>((n + kThreads - 1) / kThreads, int64_t(sms) * 32);
-  grid_stride_kernel<<<blocks, kThreads, 0, stream.stream()>>>(n, body);
+  if constexpr (Staged<Body>) {
+    using T = std::remove_cv_t<std::remove_pointer_t<decltype(body.staged())>>;
+    const size_t bytes = size_t(body.staged_count()) * sizeof(T);
+    int limit = 0;
+    C10_CUDA_CHECK(cudaDeviceGetAttribute(&limit, cudaDevAttrMaxSharedMemoryPerBlockOptin, stream.device_index()));
+    const auto kernel = grid_stride_kernel<Body, T>;
+    if (bytes <= size_t(limit)) {
+      C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes)));
+      kernel<<<blocks, kThreads, bytes, stream.stream()>>>(n, body, body.staged(), body.staged_count());
+    } else {  // too large to stage: every thread reads global memory (through L1/L2)
+      kernel<<<blocks, kThreads, 0, stream.stream()>>>(n, body, static_cast<const T*>(nullptr), 0);
+    }
+  } else {
+    grid_stride_kernel<Body, char><<<blocks, kThreads, 0, stream.stream()>>>(n, body, nullptr, 0);
+  }
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 

@@ -12,6 +12,17 @@
 #define HG_HOST_DEVICE inline
 #endif
 
+// The compute-bound CPU bodies (dense MLP tiles) are compiled for AVX-512, AVX2+FMA and baseline
+// x86-64; the loader picks the best the CPU has (GCC function multiversioning). Elsewhere a no-op.
+// Helpers they call are HG_CLONE_INLINE: inlined, so each clone compiles them for its ISA too.
+#if !defined(__CUDACC__) && defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
+#define HG_CPU_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#define HG_CLONE_INLINE inline __attribute__((always_inline))
+#else
+#define HG_CPU_CLONES
+#define HG_CLONE_INLINE HG_HOST_DEVICE
+#endif
+
 namespace handgeom {
 
 template <typename T>

@@ -78,6 +78,15 @@ def run(device: str = "cpu", quick: bool = False) -> list[dict]:
     return records
 
 
+def summary(records: list[dict]) -> list[dict]:
+    """The rows of `handgeom bench`'s one table: method="auto" against the naive composition."""
+    by = {(r["config"], r["variant"]): r for r in records}
+    return [{"op": "edge_conv2d fwd+bwd", "workload": f"{name}, B={by[name, 'auto']['batch']}",
+             "handgeom": f"{by[name, 'auto']['ms']:.0f} ms, {by[name, 'auto']['peak_mb']:.0f} MB",
+             "baseline": f"torch naive {by[name, 'naive']['ms']:.0f} ms, {by[name, 'naive']['peak_mb']:.0f} MB",
+             "speedup": by[name, "auto"]["speedup_vs_naive"]} for name, _, _ in CONFIGS]
+
+
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--child":
         variant, batch, size, kernel = sys.argv[2:6]

@@ -22,6 +22,7 @@ from handgeom.hand import HandModel, two_hand_preset
 from handgeom.hand.kinematics import quaternion_to_matrix
 from handgeom.metrics import count_intersections
 from handgeom.ops import penetration_loss, points_inside_mesh, signed_distance
+import references as ref
 
 
 def blobs_workload(meshes: int, points: int, seed: int = 0):
@@ -128,12 +129,12 @@ def run(device: str = "cpu", quick: bool = False) -> list[dict]:
         inside = points_inside_mesh(pts, verts, faces).cpu().numpy()
         sdf = signed_distance(pts, verts, faces)[0].cpu()
         ours = {
-            "handgeom inside": median_seconds(lambda: points_inside_mesh(pts, verts, faces), repeat, 1),
-            "handgeom sdf": median_seconds(lambda: signed_distance(pts, verts, faces), repeat, 1),
-            "handgeom penetration": median_seconds(lambda: penetration_loss(pts, verts, faces), repeat, 1),
+            "handgeom inside": ("inside", median_seconds(lambda: points_inside_mesh(pts, verts, faces), repeat, 1)),
+            "handgeom sdf": ("sdf", median_seconds(lambda: signed_distance(pts, verts, faces), repeat, 1)),
+            "handgeom penetration": ("penetration", median_seconds(lambda: penetration_loss(pts, verts, faces), repeat, 1)),
         }
-        for query, seconds in ours.items():
-            records.append({"workload": name, "query": query, "points_per_s": n / seconds, "wrong": 0})
+        for query, (kind, seconds) in ours.items():
+            records.append({"workload": name, "query": query, "kind": kind, "points_per_s": n / seconds, "wrong": 0})
         if device != "cpu":
             continue
         for query, (kind, fn) in peers.items():
@@ -143,7 +144,14 @@ def run(device: str = "cpu", quick: bool = False) -> list[dict]:
             else:  # a wrong sign, or a distance off by more than float32 rounding
                 wrong = int(((out < 0) != (sdf.numpy() < 0)).sum() + (np.abs(np.abs(out) - sdf.abs().numpy()) > 1e-5).sum())
             seconds = median_seconds(lambda: fn(pts, verts, faces), 1, 0)
-            records.append({"workload": name, "query": query, "points_per_s": n / seconds, "wrong": wrong})
+            records.append({"workload": name, "query": query, "kind": kind, "points_per_s": n / seconds, "wrong": wrong})
+
+        # the plain PyTorch formulation (brute force over all triangles, float64), on one mesh
+        sub = pts[:1, :256], verts[:1], faces
+        for query, kind, fn in (("torch brute-force winding", "inside", lambda p, v, f: ref.winding_number(p[0], v[0], f) > 0.5),
+                                ("torch brute-force distance", "sdf", lambda p, v, f: ref.point_triangle_distance(p[0], v[0], f))):
+            seconds = median_seconds(lambda fn=fn: fn(*sub), 1, 0)
+            records.append({"workload": name, "query": query, "kind": kind, "points_per_s": 256 / seconds, "wrong": 0})
 
     pairs = 64 if quick else 1024
     right, left = HandModel("right"), HandModel("left")
@@ -155,7 +163,7 @@ def run(device: str = "cpu", quick: bool = False) -> list[dict]:
     lp.rotation, lp.translation = l.rotation.expand(pairs, 3), l.translation.expand(pairs, 3)
     va, vb = right(rp).verts.to(device), left(lp).verts.to(device)
     seconds = median_seconds(lambda: count_intersections(va, right.faces.to(device), vb, left.faces.to(device)), 1, 0)
-    records.append({"workload": f"(c) {pairs} hand pairs, 50^3 grid", "query": "handgeom count_intersections",
+    records.append({"workload": f"(c) {pairs} hand pairs, 50^3 grid", "query": "handgeom count_intersections", "kind": "count",
                     "points_per_s": pairs * 125_000 / seconds, "wrong": 0, "pairs_per_s": pairs / seconds})
 
     rows = [[r["workload"], r["query"], f"{r['points_per_s'] / 1e6:.2f}", r["wrong"]] for r in records]
@@ -163,6 +171,24 @@ def run(device: str = "cpu", quick: bool = False) -> list[dict]:
           "(M points/s; wrong = disagreements with handgeom's exact answer)")
     print(format_table(["workload", "query", "M points/s", "wrong"], rows))
     return records
+
+
+def summary(records: list[dict]) -> list[dict]:
+    """The rows of `handgeom bench`'s one table: each handgeom query against the fastest exact
+    alternative measured on the same workload (a peer without wrong answers, or the PyTorch brute
+    force; the penetration loss against signed distances)."""
+    ops = {"inside": "points_inside_mesh", "sdf": "signed_distance", "penetration": "penetration_loss",
+           "count": "count_intersections"}
+    rows = []
+    for r in (r for r in records if r["query"].startswith("handgeom")):
+        kind = "sdf" if r["kind"] == "penetration" else r["kind"]
+        exact = [o for o in records if o["workload"] == r["workload"] and o["kind"] == kind
+                 and not o["query"].startswith("handgeom") and o["wrong"] == 0]
+        best = max(exact, key=lambda o: o["points_per_s"], default=None)
+        rows.append({"op": ops[r["kind"]], "workload": r["workload"], "handgeom": f"{r['points_per_s'] / 1e6:.2f} M points/s",
+                     "baseline": f"{best['query']} {best['points_per_s'] / 1e6:.2f} M/s" if best else "-",
+                     "speedup": r["points_per_s"] / best["points_per_s"] if best else None})
+    return rows
 
 
 if __name__ == "__main__":

@@ -105,6 +105,14 @@ def run(device: str = "cpu", quick: bool = False) -> list[dict]:
     return records
 
 
+def summary(records: list[dict]) -> list[dict]:
+    """The rows of `handgeom bench`'s one table."""
+    return [{"op": "bone_plane_projection fwd+bwd", "workload": f"{r['config']}, B={r['batch']}",
+             "handgeom": f"{r['handgeom_ms']:.1f} ms, {r['handgeom_peak_mb']:.0f} MB",
+             "baseline": f"torch broadcast {r['reference_ms']:.1f} ms, {r['reference_peak_mb']:.0f} MB",
+             "speedup": r["speedup"]} for r in records]
+
+
 def sample_joint_features_timing(device: str, quick: bool) -> str:
     """sample_joint_features is grid_sample; this measures whether that leaves time to win."""
     gen = torch.Generator().manual_seed(1)

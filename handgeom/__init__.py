@@ -7,7 +7,7 @@ for ``torch.compile``).
 
 import torch  # loads libtorch before the extension that links against it
 
-from handgeom import _C, metrics, ops
+from handgeom import _C, losses, metrics, models, ops
 
 __version__: str = _C.build_info()["version"]
 
@@ -27,4 +27,4 @@ def build_info() -> dict:
     return info
 
 
-__all__ = ["build_info", "metrics", "ops", "__version__"]
+__all__ = ["build_info", "losses", "metrics", "models", "ops", "__version__"]

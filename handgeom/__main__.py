@@ -1,75 +1,136 @@
-"""handgeom's command line: ``handgeom demo`` (the main job) and ``handgeom bench``.
-
-Both run from a source checkout: they use the benchmark scripts in ``benchmarks/``, which time
-each op against its plain PyTorch formulation in ``python_tests/references.py``.
+"""handgeom's command line: ``handgeom demo`` (the main job: two interpenetrating hands,
+resolved) and ``handgeom bench`` (every op's benchmark from the source checkout's
+``benchmarks/``, against its plain PyTorch formulation and the installed peer libraries).
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
 import importlib
+import json
+import math
+import platform
 import sys
+import time
 from pathlib import Path
 
 import torch
 
 import handgeom
+from handgeom.demo import DEMO_STEPS, InputError, print_report, run
+from handgeom.hand import TWO_HAND_PRESETS
 
 
-BENCHMARKS = ("bench_projection", "bench_mesh", "bench_edge_conv")
+BENCHMARKS = ("bench_projection", "bench_edge_conv", "bench_occupancy", "bench_mesh")
 
 
 def _benchmark(name: str):
     """Imports a benchmark script of the source checkout this package was installed from."""
     root = Path(__file__).resolve().parents[1] / "benchmarks"
     if not (root / f"{name}.py").is_file():
-        sys.exit(f"handgeom: benchmarks/{name}.py not found under {root.parent}; the demo and benchmarks "
-                 "run from a source checkout installed with `make build` (pip install -e).")
+        sys.exit(f"handgeom: benchmarks/{name}.py not found under {root.parent}; benchmarks run from a source "
+                 "checkout installed with `make build` (pip install -e).")
     sys.path.insert(0, str(root))
     return importlib.import_module(name)
 
 
-def _devices(requested: str | None) -> list[str]:
-    if requested:
-        if requested == "cuda" and not (handgeom.build_info()["cuda"] and torch.cuda.is_available()):
-            sys.exit("handgeom: --device cuda needs a GPU and a build with CUDA kernels "
-                     f"(build_info: {handgeom.build_info()})")
-        return [requested]
-    cuda = handgeom.build_info()["cuda"] and torch.cuda.is_available()
-    return ["cpu", "cuda"] if cuda else ["cpu"]
+def _default_device() -> str:
+    return "cuda" if handgeom.build_info()["cuda"] and torch.cuda.is_available() else "cpu"
+
+
+def _check_device(device: str) -> None:
+    if device == "cuda" and not (handgeom.build_info()["cuda"] and torch.cuda.is_available()):
+        _fail(f"--device cuda needs a GPU and a build with CUDA kernels (build_info: {handgeom.build_info()})")
+
+
+def _fail(message: str) -> None:
+    print(f"handgeom: error: {message}", file=sys.stderr)
+    sys.exit(2)
 
 
 def demo(args: argparse.Namespace) -> None:
+    device = args.device or _default_device()
+    _check_device(device)
+    if args.steps < 0:
+        _fail(f"--steps must be >= 0, got {args.steps}")
     info = handgeom.build_info()
-    print(f"handgeom {info['version']} on torch {info['torch_runtime']}: CUDA kernels "
-          f"{'compiled for sm_' + info['cuda_archs'] if info['cuda'] else 'not built'}, "
-          f"GPU {'present' if info['cuda_available'] else 'absent'}, OpenMP {'on' if info['openmp'] else 'off'}, "
-          f"{info['threads']} CPU threads\n")
-    projection = _benchmark("bench_projection")
-    for device in _devices(args.device):
-        projection.run(device, quick=True)
-        print()
+    print(f"handgeom {info['version']} on torch {info['torch_runtime']}, running on {device} "
+          f"({info['threads']} CPU threads; CUDA kernels {'compiled for sm_' + info['cuda_archs'] if info['cuda'] else 'not built'}, "
+          f"GPU {'present' if info['cuda_available'] else 'absent'})")
+    try:
+        report = run(args.pose, args.steps, device, args.out, args.input)
+    except InputError as error:
+        _fail(f"--input {error}")
+    print_report(report)
 
 
 def bench(args: argparse.Namespace) -> None:
+    devices = [args.device] if args.device else ["cpu"] + (["cuda"] if _default_device() == "cuda" else [])
+    for device in devices:
+        _check_device(device)
+    started = time.perf_counter()
+    results, rows = {}, []
     for name in BENCHMARKS:
         module = _benchmark(name)
-        for device in _devices(args.device):
-            module.run(device, quick=args.quick)
+        for device in devices:
+            records = module.run(device, quick=args.quick)
             print()
+            results[f"{name}/{device}"] = records
+            rows += [{"device": device, **row} for row in module.summary(records)]
+    meta = {"date": datetime.date.today().isoformat(), "command": "handgeom bench" + (" --quick" if args.quick else ""),
+            "threads": torch.get_num_threads(), "cpu": _cpu_model(), "seconds": round(time.perf_counter() - started, 1),
+            **{k: str(v) for k, v in handgeom.build_info().items()}}
+    format_table = _benchmark("common").format_table
+    headers = ["op", "workload", "device", "handgeom", "baseline", "speedup"]
+    table = [[r["op"], r["workload"], r["device"], r["handgeom"], r["baseline"],
+              "-" if r["speedup"] is None else f"{r['speedup']:.1f}x"] for r in rows]
+    print(f"Summary ({meta['command']}, {meta['date']}, {meta['threads']} threads, {meta['cpu']}):")
+    print(format_table(headers, table))
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "bench.json").write_text(json.dumps(_finite({"meta": meta, "summary": rows, "records": results}), indent=2, allow_nan=False))
+    markdown = [f"`{meta['command']}` on {meta['date']}: {meta['cpu']}, {meta['threads']} threads, torch "
+                f"{meta['torch_runtime']}.", "", "| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    markdown += ["| " + " | ".join(row) + " |" for row in table]
+    (args.out / "bench.md").write_text("\n".join(markdown) + "\n")
+    print(f"wrote {args.out / 'bench.json'} and {args.out / 'bench.md'} ({meta['seconds']} s)")
+
+
+def _finite(value):
+    """``value`` with NaN and infinities as None: strict JSON."""
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return None if isinstance(value, float) and not math.isfinite(value) else value
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="handgeom", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
-    p_demo = commands.add_parser("demo", help="run the projection op on every device and time it "
-                                 "against plain PyTorch")
-    p_demo.add_argument("--device", choices=["cpu", "cuda"], help="default: CPU, and CUDA when available")
+    p_demo = commands.add_parser("demo", help="resolve the interpenetration of two hands (the main job)")
+    p_demo.add_argument("--pose", default="clasped", choices=sorted(TWO_HAND_PRESETS), help="preset pair (default: clasped)")
+    p_demo.add_argument("--steps", type=int, default=DEMO_STEPS, help=f"optimization steps (default: {DEMO_STEPS})")
+    p_demo.add_argument("--device", choices=["cpu", "cuda"], help="default: CUDA when available, else CPU")
+    p_demo.add_argument("--out", type=Path, default=Path("demo_out"), help="output directory (default: demo_out)")
+    p_demo.add_argument("--input", type=Path, help="JSON or NPZ with right_joints and left_joints (21 x 3, metres, "
+                        "OpenPose joint order), e.g. another method's predictions; fitted by IK first")
     p_demo.set_defaults(run=demo)
-    p_bench = commands.add_parser("bench", help="run the benchmarks in benchmarks/")
+    p_bench = commands.add_parser("bench", help="run every op's benchmark in benchmarks/, one summary table")
     p_bench.add_argument("--device", choices=["cpu", "cuda"], help="default: CPU, and CUDA when available")
-    p_bench.add_argument("--quick", action="store_true", help="fewer repetitions")
+    p_bench.add_argument("--quick", action="store_true", help="a reduced set (under two minutes on 2 cores)")
+    p_bench.add_argument("--out", type=Path, default=Path("bench_out"), help="where bench.json and bench.md go")
     p_bench.set_defaults(run=bench)
     args = parser.parse_args(argv)
     args.run(args)

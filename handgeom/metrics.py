@@ -12,9 +12,11 @@ import math
 
 import torch
 
+from handgeom.losses import default_occupancy_net, mirror
 from handgeom.ops.mesh import points_inside_mesh, signed_distance
 
-__all__ = ["penetration_depth", "intersection_volume", "contact_ratio", "count_intersections", "pck", "mpck"]
+__all__ = ["penetration_depth", "intersection_volume", "contact_ratio", "count_intersections",
+           "count_intersections_occupancy", "pck", "mpck"]
 
 
 def penetration_depth(hand_verts: torch.Tensor, obj_verts: torch.Tensor, obj_faces: torch.Tensor) -> torch.Tensor:
@@ -106,6 +108,26 @@ def count_intersections(verts_a: torch.Tensor, faces_a: torch.Tensor, verts_b: t
     overlap = ((points >= torch.maximum(lo_a, lo_b)[:, None]) & (points <= torch.minimum(hi_a, hi_b)[:, None])).all(-1)
     points = torch.where(overlap.unsqueeze(-1), points, torch.full_like(points, math.nan))
     return _inside_both(points, verts_a, faces_a, verts_b, faces_b).sum(dim=1)
+
+
+def count_intersections_occupancy(joints_left: torch.Tensor, joints_right: torch.Tensor, resolution: int = 50,
+                                  net=None, margin: float = 0.03) -> torch.Tensor:
+    """The occupancy-network version of :func:`count_intersections` for hands given by joints only
+    (``[B, 21, 3]`` each): grid points where both hands' occupancy probabilities exceed 0.5, on a
+    ``resolution^3`` grid of cell centres over the joints' joint bounding box grown by ``margin``
+    metres (the surface lies within about 2.5 cm of the joints), ``[B]`` int64. Points farther
+    than ``margin`` from a hand's joint box are culled as outside it (see
+    :class:`handgeom.models.HandOccupancyNet`). ``net`` defaults to the shipped network."""
+    if resolution < 1:
+        raise ValueError(f"count_intersections_occupancy: resolution must be positive, got {resolution}")
+    net = default_occupancy_net(str(joints_left.device)) if net is None else net
+    both = torch.cat([joints_left, joints_right], 1)
+    lo, hi = both.amin(1) - margin, both.amax(1) + margin
+    points = _cell_centres(lo, hi, torch.full_like(lo, resolution, dtype=torch.long))
+    with torch.no_grad():
+        inside_right = net(points, joints_right, cull_margin=margin) > 0
+        inside_left = net(mirror(points), mirror(joints_left), cull_margin=margin) > 0
+    return (inside_right & inside_left).sum(1)
 
 
 def pck(pred: torch.Tensor, target: torch.Tensor, crop_size: float, delta: float,

@@ -172,3 +172,12 @@ def edge_conv2d(x, weight, edges, bias=None, aggregation="mean"):
     if aggregation == "mean":
         out = out / torch.bincount(tgt, minlength=nodes).clamp_min(1).to(x.dtype)[:, None, None]
     return out
+
+
+def conditioned_mlp(x, w_in, b_in, w_hidden, b_hidden, w_out, b_out, scale, shift):
+    """The FiLM-modulated residual MLP as plain tensor algebra (handgeom.ops.conditioned_mlp)."""
+    h = x @ w_in.T + b_in
+    for l in range(0, w_hidden.shape[0], 2):
+        a = torch.relu(scale[:, l, None] * h + shift[:, l, None]) @ w_hidden[l].T + b_hidden[l]
+        h = h + torch.relu(scale[:, l + 1, None] * a + shift[:, l + 1, None]) @ w_hidden[l + 1].T + b_hidden[l + 1]
+    return torch.relu(h) @ w_out + b_out

@@ -79,11 +79,15 @@ HG_CLONE_INLINE void matmul_tile(const T* m, int64_t rs, int64_t cs, int R, int 
   }
 }
 
+// max(v, 0) that keeps NaN (as torch.relu), so a NaN input gives a NaN logit.
+template <typename T>
+HG_HOST_DEVICE T relu(T v) { return v < T(0) ? T(0) : v; }
+
 // u = relu(s * z + t) elementwise over [H][TILE].
 template <int TILE, typename T>
 HG_CLONE_INLINE void modulate(const T* s, const T* sh, int H, const T* z, T* u) {
   for (int i = 0; i < H; ++i)
-    for (int t = 0; t < TILE; ++t) u[i * TILE + t] = hg_max(s[i] * z[i * TILE + t] + sh[i], T(0));
+    for (int t = 0; t < TILE; ++t) u[i * TILE + t] = relu(s[i] * z[i * TILE + t] + sh[i]);
 }
 
 // The forward pass of one tile: x [D][TILE] in, h [H][TILE] = h_{L/2} out. With `record`, the
@@ -136,7 +140,7 @@ struct Forward {
     T logit[TILE];
     for (int t = 0; t < TILE; ++t) logit[t] = w.b_out();
     for (int k = 0; k < w.H; ++k)
-      for (int t = 0; t < TILE; ++t) logit[t] += w.w_out()[k] * hg_max(h[k * TILE + t], T(0));
+      for (int t = 0; t < TILE; ++t) logit[t] += w.w_out()[k] * relu(h[k * TILE + t]);
     for (int t = 0; t < count; ++t) logits[b * p.N + p0 + t] = logit[t];
   }
 

@@ -1,5 +1,6 @@
 """The model layer: networks of the papers handgeom serves, composed of its ops."""
 
+from handgeom.models.occupancy import HandOccupancyNet
 from handgeom.models.siagcn import SIAGCN, SiaPoseHead, hand_graph_edges, heatmap_keypoints
 
-__all__ = ["SIAGCN", "SiaPoseHead", "hand_graph_edges", "heatmap_keypoints"]
+__all__ = ["HandOccupancyNet", "SIAGCN", "SiaPoseHead", "hand_graph_edges", "heatmap_keypoints"]

@@ -120,7 +120,8 @@ def main(argv: list[str] | None = None) -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
     p_demo = commands.add_parser("demo", help="resolve the interpenetration of two hands (the main job)")
-    p_demo.add_argument("--pose", default="clasped", choices=sorted(TWO_HAND_PRESETS), help="preset pair (default: clasped)")
+    p_demo.add_argument("--pose", default="finger_grasp", choices=sorted(TWO_HAND_PRESETS),
+                        help="preset pair (default: finger_grasp, a fist closed around the other index finger)")
     p_demo.add_argument("--steps", type=int, default=DEMO_STEPS, help=f"optimization steps (default: {DEMO_STEPS})")
     p_demo.add_argument("--device", choices=["cpu", "cuda"], help="default: CUDA when available, else CPU")
     p_demo.add_argument("--out", type=Path, default=Path("demo_out"), help="output directory (default: demo_out)")

@@ -8,7 +8,7 @@
    occupancy-network count.
 3. Resolution: Adam on both hands' pose (global rotation and translation offsets, joint angles
    kept within limits) minimizing the exact signed-distance penetration of each hand's vertices
-   into the other mesh (both directions), the occupancy intersection loss at the mesh vertices,
+   and 4 points per face into the other mesh (both directions), the occupancy intersection loss at the mesh vertices,
    and the squared joint displacement from the start.
 4. A before/after table, the time spent in each handgeom kernel, the meshes as
    PLY and one PNG of both states rendered by handgeom's ray casting with the interpenetration
@@ -38,6 +38,8 @@ from handgeom.viz import render_meshes, write_png
 SKIN, BLUE, RED = (0.85, 0.62, 0.48), (0.45, 0.6, 0.85), (0.9, 0.1, 0.1)
 INPUT_KEYS = ("right_joints", "left_joints")
 DEMO_STEPS = 150
+LR = {"rotation": 4e-3, "translation": 1e-3, "angles": 1e-2}  # Adam step sizes: rad, m, rad
+WEIGHTS = {"sdf": 1.0, "occupancy": 1e-3, "stay": 1000.0}  # stay: on the mean squared joint move, m^2
 
 
 class InputError(ValueError):
@@ -109,6 +111,17 @@ def measure(models: tuple[HandModel, HandModel], hands: Hands, net: HandOccupanc
     }
 
 
+# Barycentric coordinates of the surface samples inside each face: the centroid, and the
+# centroids of the three corner sub-triangles.
+_FACE_SAMPLES = torch.tensor([[1 / 3, 1 / 3, 1 / 3], [2 / 3, 1 / 6, 1 / 6], [1 / 6, 2 / 3, 1 / 6], [1 / 6, 1 / 6, 2 / 3]])
+
+
+def surface_points(verts: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
+    """``[B, V + 4F, 3]``: the vertices of meshes ``verts [B, V, 3]`` and 4 points inside each face."""
+    inner = torch.einsum("sk,bfkd->bfsd", _FACE_SAMPLES.to(verts), verts[:, faces])
+    return torch.cat([verts, inner.flatten(1, 2)], 1)
+
+
 def resolve(models: tuple[HandModel, HandModel], start: Hands, net: HandOccupancyNet, steps: int,
             weights: dict[str, float], show_progress: bool = True) -> Hands:
     """Both hands' poses after ``steps`` Adam steps on the resolution loss (see the module doc)."""
@@ -118,8 +131,9 @@ def resolve(models: tuple[HandModel, HandModel], start: Hands, net: HandOccupanc
     rot = torch.zeros(2, 3, device=device, requires_grad=True)  # axis-angle offsets
     trans = torch.zeros(2, 3, device=device, requires_grad=True)
     angles = torch.stack([right0.angles, left0.angles]).clone().requires_grad_()
-    optimizer = torch.optim.Adam([{"params": [rot], "lr": 4e-3}, {"params": [trans], "lr": 1e-3},
-                                  {"params": [angles], "lr": 1e-2}])
+    optimizer = torch.optim.Adam([{"params": [rot], "lr": LR["rotation"]}, {"params": [trans], "lr": LR["translation"]},
+                                  {"params": [angles], "lr": LR["angles"]}])
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, max(steps, 1))
     limits = [m.limits for m in models]
     joints0 = torch.stack([start.right_joints, start.left_joints]).detach()
 
@@ -133,7 +147,9 @@ def resolve(models: tuple[HandModel, HandModel], start: Hands, net: HandOccupanc
     for _ in loop:
         hands = posed()
         vr, vl = hands.right_verts[None], hands.left_verts[None]
-        sdf = penetration_loss(vr, vl, models[1].faces) + penetration_loss(vl, vr, models[0].faces)
+        # vertices and points inside faces: the coarse meshes' faces cross between their vertices
+        sdf = (penetration_loss(surface_points(vr, models[0].faces), vl, models[1].faces)
+               + penetration_loss(surface_points(vl, models[1].faces), vr, models[0].faces))
         occupancy = intersection_loss(hands.left_joints[None], hands.right_joints[None], net, points="mesh",
                                       verts_left=vl, verts_right=vr)
         moved = (torch.stack([hands.right_joints, hands.left_joints]) - joints0).pow(2).sum(-1).mean()
@@ -141,6 +157,7 @@ def resolve(models: tuple[HandModel, HandModel], start: Hands, net: HandOccupanc
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        schedule.step()
         with torch.no_grad():  # joint limits by projection
             for i in range(2):
                 angles[i].clamp_(limits[i][:, 0], limits[i][:, 1])
@@ -183,7 +200,7 @@ def render_pair(models: tuple[HandModel, HandModel], before: Hands, after: Hands
     write_png(path, np.concatenate([images[0], np.full_like(images[0][:, :8], 255), images[1]], 1))
 
 
-def run(pose: str = "clasped", steps: int = DEMO_STEPS, device: str = "cpu", out: Path = Path("demo_out"),
+def run(pose: str = "finger_grasp", steps: int = DEMO_STEPS, device: str = "cpu", out: Path = Path("demo_out"),
         input_file: Path | None = None, show_progress: bool = True) -> dict:
     """Runs the demo and returns its report (also written to ``out/report.json``)."""
     started = time.perf_counter()
@@ -200,7 +217,7 @@ def run(pose: str = "clasped", steps: int = DEMO_STEPS, device: str = "cpu", out
     before = pose_hands(models, right, left)
     with KernelTimer() as timer:
         measured_before = measure(models, before, net)
-        after = resolve(models, before, net, steps, dict(sdf=1.0, occupancy=1e-3, stay=1.0), show_progress)
+        after = resolve(models, before, net, steps, WEIGHTS, show_progress)
         measured_after = measure(models, after, net)
     moved = (torch.stack([after.right_joints, after.left_joints]) - torch.stack([before.right_joints, before.left_joints]))
     moved_mm = moved.norm(dim=-1) * 1e3

@@ -31,7 +31,7 @@ def read_png(path: Path) -> np.ndarray:
 
 
 def test_demo_end_to_end(tmp_path):
-    report = run("clasped", steps=40, out=tmp_path, show_progress=False)
+    report = run("finger_grasp", steps=40, out=tmp_path, show_progress=False)
     before, after = report["before"], report["after"]
     assert before["count"] > 500 and before["volume_cm3"] > 5 and before["depth_mm"] > 2 and before["occupancy_count"] > 100
     assert after["volume_cm3"] < 0.5 * before["volume_cm3"] and after["count"] < before["count"]

@@ -171,7 +171,7 @@ def test_invariant_to_rigid_motion(net, hands):
 
 def test_pretrained_reaches_iou_target(net):
     """Fresh random poses (not the training stream's seed), 32^3 grids: IoU >= 0.9."""
-    iou = grid_iou(net, HandModel("right"), hands=8, resolution=32, seed=2024, progress=False)
+    iou = grid_iou(net, HandModel("right", "fine"), hands=8, resolution=32, seed=2024, progress=False)
     assert iou >= 0.9, iou
 
 

@@ -1,11 +1,14 @@
 """Regenerates the README's pictures: python docs/make_pictures.py"""
 
 import math
+import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from handgeom.demo import run
 from handgeom.hand import POSES, TWO_HAND_PRESETS, HandModel, named_pose, two_hand_preset
 from handgeom.viz import render_meshes, write_png
 
@@ -35,6 +38,10 @@ def main() -> None:
     out = Path(__file__).with_name("hand_poses.png")
     write_png(out, np.concatenate([np.concatenate(poses, 1), np.concatenate(pairs, 1)], 0))
     print(f"wrote {out}")
+    with tempfile.TemporaryDirectory() as tmp:  # the demo's picture, from a default run
+        run(out=Path(tmp), show_progress=False)
+        shutil.copy(Path(tmp) / "hands.png", Path(__file__).with_name("demo.png"))
+    print(f"wrote {Path(__file__).with_name('demo.png')}")
 
 
 if __name__ == "__main__":

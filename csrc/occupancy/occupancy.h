@@ -27,7 +27,7 @@ Tensor forward(const Tensor& inputs, const Tensor& weights, const Tensor& scale,
   Tensor logits = at::empty({inputs.size(0), inputs.size(1)}, inputs.options());
   if (logits.numel() == 0) return logits;
   AT_DISPATCH_FLOATING_TYPES(inputs.scalar_type(), "conditioned_mlp", [&] {
-    const Forward<scalar_t, TILE> body{make_problem<scalar_t>(inputs, weights, scale, shift), logits.data_ptr<scalar_t>()};
+    const Forward<scalar_t, TILE> body{{}, make_problem<scalar_t>(inputs, weights, scale, shift), logits.data_ptr<scalar_t>()};
     launch(inputs.size(0) * body.tiles(), body);
   });
   return logits;
@@ -46,7 +46,7 @@ std::tuple<Tensor, Tensor, Tensor> backward(const Tensor& grad_logits, const Ten
   Tensor grad_mod = at::zeros({B * slots, 2, L, H}, inputs.options());
   if (inputs.numel() > 0) {
     AT_DISPATCH_FLOATING_TYPES(inputs.scalar_type(), "conditioned_mlp_backward", [&] {
-      const Backward<scalar_t, TILE> body{make_problem<scalar_t>(inputs, weights, scale, shift),
+      const Backward<scalar_t, TILE> body{{}, make_problem<scalar_t>(inputs, weights, scale, shift),
                                           grad_logits.data_ptr<scalar_t>(), grad_inputs.data_ptr<scalar_t>(),
                                           grad_mod.data_ptr<scalar_t>(), slots, tiles_per_slot};
       launch.grouped(B * slots, tiles_per_slot, body);

@@ -123,9 +123,28 @@ HG_CLONE_INLINE int load_tile(const Problem<T>& p, int64_t b, int64_t p0, T* x) 
   return count;
 }
 
+// Names the weights a body reads, so the CUDA launcher stages them in shared memory (Staged in
+// common/cuda_launch.cuh). Body has a Problem<T> p.
+template <typename Body, typename T>
+struct StagedWeights {
+  const T* staged() const { return body().p.weights.data; }
+  int64_t staged_count() const {
+    const Weights<T>& w = body().p.weights;
+    return Weights<T>::count(w.D, w.H, w.L);
+  }
+  HG_HOST_DEVICE Body restaged(const T* weights) const {
+    Body copy = body();
+    copy.p.weights.data = weights;
+    return copy;
+  }
+
+ private:
+  HG_HOST_DEVICE const Body& body() const { return static_cast<const Body&>(*this); }
+};
+
 // Task i: tile i % tiles of sample i / tiles.
 template <typename T, int TILE>
-struct Forward {
+struct Forward : StagedWeights<Forward<T, TILE>, T> {
   Problem<T> p;
   T* logits;  // [B, N]
 
@@ -143,14 +162,6 @@ struct Forward {
       for (int t = 0; t < TILE; ++t) logit[t] += w.w_out()[k] * relu(h[k * TILE + t]);
     for (int t = 0; t < count; ++t) logits[b * p.N + p0 + t] = logit[t];
   }
-
-  const T* staged() const { return p.weights.data; }
-  int64_t staged_count() const { return Weights<T>::count(p.weights.D, p.weights.H, p.weights.L); }
-  HG_HOST_DEVICE Forward restaged(const T* weights) const {
-    Forward f = *this;
-    f.p.weights.data = weights;
-    return f;
-  }
 };
 
 // Gradients for grad_logits [B, N]: grad_inputs [B, N, D] per point, and the modulation gradients
@@ -158,7 +169,7 @@ struct Forward {
 // tile i % tiles_per_slot of slot i / tiles_per_slot (slot = sample * slots + part); the launcher
 // runs a slot's tasks on one CPU task, or adds them atomically on CUDA (Launcher::grouped).
 template <typename T, int TILE>
-struct Backward {
+struct Backward : StagedWeights<Backward<T, TILE>, T> {
   Problem<T> p;
   const T* grad_logits;
   T* grad_inputs;
@@ -211,14 +222,6 @@ struct Backward {
     matmul_tile<TILE>(w.w_in(), 1, w.D, w.D, H, g, static_cast<const T*>(nullptr), x);
     for (int t = 0; t < count; ++t)
       for (int d = 0; d < w.D; ++d) grad_inputs[(b * p.N + p0 + t) * w.D + d] = x[d * TILE + t];
-  }
-
-  const T* staged() const { return p.weights.data; }
-  int64_t staged_count() const { return Weights<T>::count(p.weights.D, p.weights.H, p.weights.L); }
-  HG_HOST_DEVICE Backward restaged(const T* weights) const {
-    Backward f = *this;
-    f.p.weights.data = weights;
-    return f;
   }
 };
 

@@ -1,8 +1,8 @@
 """Batched triangle-mesh queries: inside test, ray casting, signed distance, penetration.
 
 Meshes are batched: ``verts [B, V, 3]`` (float32/float64) with ``faces`` shared ``[F, 3]`` or per
-mesh ``[B, F, 3]`` (int64 or int32). Each query builds a BVH per mesh (Morton-ordered, balanced,
-built in parallel over meshes and faces) unless given a :class:`MeshBVH`, which a caller querying
+mesh ``[B, F, 3]`` (int64 or int32). Each query builds a BVH per mesh (balanced, by median splits,
+built in parallel over meshes and tree nodes) unless given a :class:`MeshBVH`, which a caller querying
 the same meshes repeatedly builds once and refits when the vertices move.
 """
 
@@ -22,8 +22,8 @@ class MeshBVH:
         verts: ``[B, V, 3]`` float32/float64 (not differentiated through the tree).
         faces: ``[F, 3]`` shared or ``[B, F, 3]``, int64/int32, entries in ``[0, V)``.
 
-    The tree sorts each mesh's faces by the Morton code of their centroids and splits the sorted
-    list in halves down to leaves of at most 4 faces; :meth:`refit` recomputes the boxes for
+    The tree orders each mesh's faces by top-down median splits along the widest axis of their
+    centroids, halving down to leaves of at most 4 faces; :meth:`refit` recomputes the boxes for
     moved vertices keeping that order (cheaper than a rebuild, and exact: only traversal speed
     depends on the order).
     """

@@ -231,8 +231,8 @@ HG_HOST_DEVICE int64_t first_hit(const Bvh<T>& bvh, int64_t b, const Ray<T>& ray
 }
 
 // Closest point of mesh b to p within sqrt(bound2) (pass inf for no bound): slot (-1 when there
-// is none: an empty mesh, a NaN point) and the projection. Depth first, nearer child first,
-// skipping boxes beyond the best distance so far.
+// is none: an empty mesh, a NaN point) and the projection. Depth first, descending into the nearer
+// child and deferring the other, skipping boxes beyond the best distance so far.
 template <typename T>
 HG_HOST_DEVICE int64_t nearest(const Bvh<T>& bvh, int64_t b, Vec3<T> p, T bound2, Closest<T>& best, T& best_d2) {
   int64_t stack[kStackSize];
@@ -241,34 +241,38 @@ HG_HOST_DEVICE int64_t nearest(const Bvh<T>& bvh, int64_t b, Vec3<T> p, T bound2
   int64_t best_slot = -1;
   best_d2 = std::numeric_limits<T>::infinity();
   T bound = bound2;
-  stack_d2[top] = box_distance2(p, bvh.box(b, 0));
-  stack[top++] = 0;
-  while (top > 0) {
-    --top;
-    const int64_t node = stack[top];
-    const T d2 = stack_d2[top];
-    if (d2 > bound || !(d2 < best_d2)) continue;
-    if (bvh.is_leaf(node)) {
-      bvh.for_each_triangle(b, node, [&](int64_t s, Vec3<T> a, Vec3<T> q, Vec3<T> c) {
-        const Closest<T> cl = closest_on_triangle(p, a, q, c);
-        const Vec3<T> e = p - cl.point;
-        const T e2 = dot(e, e);
-        if (e2 < best_d2) {
-          best_d2 = e2;
-          best = cl;
-          best_slot = s;
-        }
-      });
-      bound = hg_min(bound, best_d2);
-    } else {
-      const int64_t l = 2 * node + 1, r = 2 * node + 2;
-      const T near_l = box_distance2(p, bvh.box(b, l)), near_r = box_distance2(p, bvh.box(b, r));
-      const bool left_first = near_l <= near_r;
-      stack[top] = left_first ? r : l;
-      stack_d2[top++] = left_first ? near_r : near_l;
-      stack[top] = left_first ? l : r;
-      stack_d2[top++] = left_first ? near_l : near_r;
+  int64_t node = 0;
+  T d2 = box_distance2(p, bvh.box(b, 0));
+  while (true) {
+    if (!(d2 > bound) && d2 < best_d2) {
+      if (bvh.is_leaf(node)) {
+        bvh.for_each_triangle(b, node, [&](int64_t s, Vec3<T> a, Vec3<T> q, Vec3<T> c) {
+          const Closest<T> cl = closest_on_triangle(p, a, q, c);
+          const Vec3<T> e = p - cl.point;
+          const T e2 = dot(e, e);
+          if (e2 < best_d2) {
+            best_d2 = e2;
+            best = cl;
+            best_slot = s;
+          }
+        });
+        bound = hg_min(bound, best_d2);
+      } else {
+        // nearer child next (the left one on a tie)
+        const int64_t l = 2 * node + 1;
+        const T near_l = box_distance2(p, bvh.box(b, l)), near_r = box_distance2(p, bvh.box(b, l + 1));
+        const bool right_first = !(near_l <= near_r);
+        stack[top] = l + !right_first;
+        stack_d2[top++] = right_first ? near_l : near_r;
+        node = l + right_first;
+        d2 = right_first ? near_r : near_l;
+        continue;
+      }
     }
+    if (top == 0) break;
+    --top;
+    node = stack[top];
+    d2 = stack_d2[top];
   }
   return best_slot;
 }

@@ -71,10 +71,8 @@ Tensor inside(const Tensor& points, const Tensor& order, const Tensor& tris, con
               int64_t n_rays, const Launch& launch) {
   Tensor out = at::empty({points.size(0), points.size(1)}, points.options().dtype(at::kBool));
   AT_DISPATCH_FLOATING_TYPES(points.scalar_type(), "points_inside_mesh", [&] {
-    const Bvh<scalar_t> bvh = make_bvh<scalar_t>(order, tris, boxes);
-    const Tensor perm = coherent_order<scalar_t>(points, launch);
-    launch(out.numel(), InsideQuery<scalar_t>{bvh, points.data_ptr<scalar_t>(), points.size(1),
-                                              perm.data_ptr<int64_t>(), int(n_rays), out.data_ptr<bool>()});
+    launch(out.numel(), InsideQuery<scalar_t>{make_bvh<scalar_t>(order, tris, boxes), points.data_ptr<scalar_t>(),
+                                              points.size(1), int(n_rays), out.data_ptr<bool>()});
   });
   return out;
 }

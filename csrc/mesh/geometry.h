@@ -111,12 +111,13 @@ HG_HOST_DEVICE bool ray_box(const Ray<T>& r, const T* box, T t0, T t1) {
   return t0 <= t1 * kSlack;
 }
 
-// Squared distance from p to a box (0 inside).
+// Squared distance from p to a box (0 inside), via the clamped point: min/max instructions, where
+// max(e, 0) per axis compiled to an unpredictable branch (a quarter of the nearest search's time).
 template <typename T>
 HG_HOST_DEVICE T box_distance2(Vec3<T> p, const T* box) {
   T d2 = T(0);
   for (int k = 0; k < 3; ++k) {
-    const T e = hg_max(hg_max(box[k] - p[k], p[k] - box[3 + k]), T(0));
+    const T e = hg_clamp(p[k], box[k], box[3 + k]) - p[k];
     d2 += e * e;
   }
   return d2;

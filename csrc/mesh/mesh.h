@@ -58,6 +58,14 @@ std::tuple<Tensor, Tensor, Tensor> build(const Tensor& verts, const Tensor& face
   return {order, tris, boxes};
 }
 
+// The order of the point queries of each mesh, perm [B, N] (CoherentOrder).
+template <typename T, typename Launch>
+Tensor coherent_order(const Tensor& points, const Launch& launch) {
+  Tensor perm = at::empty({points.size(0), points.size(1)}, points.options().dtype(at::kLong));
+  launch(points.size(0), CoherentOrder<T>{points.data_ptr<T>(), points.size(1), perm.data_ptr<int64_t>()});
+  return perm;
+}
+
 template <typename Launch>
 Tensor inside(const Tensor& points, const Tensor& order, const Tensor& tris, const Tensor& boxes,
               int64_t n_rays, const Launch& launch) {
@@ -92,7 +100,9 @@ std::tuple<Tensor, Tensor, Tensor> signed_distance(const Tensor& points, const T
   Tensor face = at::empty({B, N}, points.options().dtype(at::kLong));
   Tensor closest = at::empty({B, N, 3}, points.options());
   AT_DISPATCH_FLOATING_TYPES(points.scalar_type(), "signed_distance", [&] {
-    launch(B * N, DistanceQuery<scalar_t>{make_bvh<scalar_t>(order, tris, boxes), points.data_ptr<scalar_t>(), N,
+    const Bvh<scalar_t> bvh = make_bvh<scalar_t>(order, tris, boxes);
+    const Tensor perm = coherent_order<scalar_t>(points, launch);
+    launch(B * N, DistanceQuery<scalar_t>{bvh, points.data_ptr<scalar_t>(), N, perm.data_ptr<int64_t>(),
                                           sdf.data_ptr<scalar_t>(), face.data_ptr<int64_t>(),
                                           closest.data_ptr<scalar_t>()});
   });
@@ -106,7 +116,9 @@ std::tuple<Tensor, Tensor> penetration(const Tensor& points, const Tensor& order
   Tensor loss = at::empty({B, N}, points.options());
   Tensor face = at::empty({B, N}, points.options().dtype(at::kLong));
   AT_DISPATCH_FLOATING_TYPES(points.scalar_type(), "penetration_loss", [&] {
-    launch(B * N, PenetrationQuery<scalar_t>{make_bvh<scalar_t>(order, tris, boxes), points.data_ptr<scalar_t>(), N,
+    const Bvh<scalar_t> bvh = make_bvh<scalar_t>(order, tris, boxes);
+    const Tensor perm = coherent_order<scalar_t>(points, launch);
+    launch(B * N, PenetrationQuery<scalar_t>{bvh, points.data_ptr<scalar_t>(), N, perm.data_ptr<int64_t>(),
                                              squared, loss.data_ptr<scalar_t>(), face.data_ptr<int64_t>()});
   });
   return {loss, face};

@@ -53,7 +53,7 @@ def child(variant: str, batch: int, size: int, kernel: int) -> dict:
 
 
 def run(device: str = "cpu", quick: bool = False) -> list[dict]:
-    batch = 2 if quick else 8
+    batch = 1 if quick else 8
     records = []
     for name, size, kernel in CONFIGS:
         inputs = [t.detach().to(device).requires_grad_() for t in make_inputs(batch, size, kernel)]

@@ -85,7 +85,7 @@ def bench(args: argparse.Namespace) -> None:
     headers = ["op", "workload", "device", "handgeom", "baseline", "speedup"]
     table = [[r["op"], r["workload"], r["device"], r["handgeom"], r["baseline"],
               "-" if r["speedup"] is None else f"{r['speedup']:.1f}x"] for r in rows]
-    print(f"Summary ({meta['command']}, {meta['date']}, {meta['threads']} threads, {meta['cpu']}):")
+    print(f"Summary ({meta['command']}, {meta['date']}, threads: {meta['threads']}, {meta['cpu']}):")
     print(format_table(headers, table))
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "bench.json").write_text(json.dumps(_finite({"meta": meta, "summary": rows, "records": results}), indent=2, allow_nan=False))

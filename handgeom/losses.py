@@ -44,7 +44,7 @@ def default_occupancy_net(device: str = "cpu") -> HandOccupancyNet:
 def intersection_loss(joints_left: torch.Tensor, joints_right: torch.Tensor, net: HandOccupancyNet | None = None,
                       points: Literal["sparse", "dense", "mesh"] = "sparse", both: bool = True,
                       truncate: bool = False, verts_left: torch.Tensor | None = None,
-                      verts_right: torch.Tensor | None = None,
+                      verts_right: torch.Tensor | None = None, cull_margin: float | None = 0.03,
                       reduction: Literal["mean", "sum", "none"] = "mean") -> torch.Tensor:
     r"""Hand-hand intersection loss of "Two Hands Are Better Than One":
 
@@ -63,6 +63,10 @@ def intersection_loss(joints_left: torch.Tensor, joints_right: torch.Tensor, net
             per bone (121), ``"mesh"`` the hand meshes' vertices ``verts_left`` / ``verts_right``
             ``[B, V, 3]``.
         truncate: keep only probabilities above 0.5 (the paper's variant).
+        cull_margin: points farther than this (metres) outside the other hand's joint box count as
+            outside without querying the network (see ``HandOccupancyNet.forward``). The shipped
+            network was trained within 1 cm of each hand's box and is unreliable far outside it;
+            ``None`` queries it everywhere.
         reduction: over the batch, of the per-pair sums.
 
     Returns:
@@ -87,7 +91,7 @@ def intersection_loss(joints_left: torch.Tensor, joints_right: torch.Tensor, net
         return verts
 
     def penalty(x, joints):
-        p = torch.sigmoid(net(x, joints))
+        p = torch.sigmoid(net(x, joints, cull_margin=cull_margin))
         if truncate:
             p = p * (p > 0.5)
         return (p * p).sum(-1)

@@ -42,7 +42,8 @@ std::tuple<Tensor, Tensor, Tensor> backward(const Tensor& grad_logits, const Ten
   const int64_t tiles = (N + TILE - 1) / TILE;
   const int64_t tiles_per_slot = kSlotTiles > 0 ? kSlotTiles : std::max<int64_t>(tiles, 1);
   const int64_t slots = (tiles + tiles_per_slot - 1) / tiles_per_slot;
-  Tensor grad_inputs = at::zeros_like(inputs);
+  Tensor grad_inputs = at::empty_like(inputs);  // every point's row is written
+  launch.fresh_output(grad_inputs);
   Tensor grad_mod = at::zeros({B * slots, 2, L, H}, inputs.options());
   if (inputs.numel() > 0) {
     AT_DISPATCH_FLOATING_TYPES(inputs.scalar_type(), "conditioned_mlp_backward", [&] {

@@ -113,6 +113,20 @@ HG_CLONE_INLINE void forward_tile(const Problem<T>& p, int64_t b, const T* x, T*
   }
 }
 
+// sum_t a[t] (b ? b[t] : 1) over a tile, in 8 lanes: a plain float sum is a sequential dependency
+// the compiler may not reorder, which would keep the whole loop scalar.
+template <int TILE, typename T>
+HG_CLONE_INLINE T tile_sum(const T* a, const T* b) {
+  constexpr int kLanes = TILE < 8 ? TILE : 8;
+  static_assert(TILE % kLanes == 0, "tiles are 1 point or a multiple of 8");
+  T lane[kLanes] = {};
+  for (int t = 0; t < TILE; t += kLanes)
+    for (int j = 0; j < kLanes; ++j) lane[j] += a[t + j] * (b ? b[t + j] : T(1));
+  T sum = T(0);
+  for (int j = 0; j < kLanes; ++j) sum += lane[j];
+  return sum;
+}
+
 // Loads points [p0, p0 + TILE) of sample b as x [D][TILE]; points past N read as zeros.
 template <int TILE, typename T>
 HG_CLONE_INLINE int load_tile(const Problem<T>& p, int64_t b, int64_t p0, T* x) {
@@ -188,10 +202,11 @@ struct Backward : StagedWeights<Backward<T, TILE>, T> {
     forward_tile<TILE>(p, b, x, h, u, a, record);
 
     // g = dL/dh_{L/2}; points past N have zero gradient.
+    T gl[TILE];
+    for (int t = 0; t < TILE; ++t) gl[t] = t < count ? grad_logits[b * p.N + p0 + t] : T(0);
     T* g = h;
     for (int k = 0; k < H; ++k)
-      for (int t = 0; t < TILE; ++t)
-        g[k * TILE + t] = t < count && h[k * TILE + t] > T(0) ? grad_logits[b * p.N + p0 + t] * w.w_out()[k] : T(0);
+      for (int t = 0; t < TILE; ++t) g[k * TILE + t] = h[k * TILE + t] > T(0) ? gl[t] * w.w_out()[k] : T(0);
     T* gz = a;  // dL/dz_l
     for (int l = L - 1; l >= 0; --l) {
       // z_{l+1} (or h's residual branch) = W_l relu(s_l z_l + t_l) + b_l: u = W_l^T g_out, masked.
@@ -203,20 +218,16 @@ struct Backward : StagedWeights<Backward<T, TILE>, T> {
       T* gs = grad_mod + (slot * 2 * L + l) * H;
       T* gt = gs + L * H;
       for (int k = 0; k < H; ++k) {
-        T sum_s = T(0), sum_t = T(0);
-        for (int t = 0; t < TILE; ++t) {
-          const T zk = z[k * TILE + t];
-          const T gu = s[k] * zk + sh[k] > T(0) ? u[k * TILE + t] : T(0);
-          sum_s += gu * zk;
-          sum_t += gu;
-          if (l % 2) {
-            gz[k * TILE + t] = gu * s[k];
-          } else {
-            g[k * TILE + t] += gu * s[k];  // the residual's skip already holds dL/dh_k
-          }
+        T* gu = u + k * TILE;  // dL/d(s z + t): the ReLU's mask applied in place
+        const T* zk = z + k * TILE;
+        for (int t = 0; t < TILE; ++t) gu[t] = s[k] * zk[t] + sh[k] > T(0) ? gu[t] : T(0);
+        shared_add(gs + k, tile_sum<TILE>(gu, zk));
+        shared_add(gt + k, tile_sum<TILE>(gu, static_cast<const T*>(nullptr)));
+        if (l % 2) {
+          for (int t = 0; t < TILE; ++t) gz[k * TILE + t] = gu[t] * s[k];
+        } else {
+          for (int t = 0; t < TILE; ++t) g[k * TILE + t] += gu[t] * s[k];  // the skip already holds dL/dh_k
         }
-        shared_add(gs + k, sum_s);
-        shared_add(gt + k, sum_t);
       }
     }
     matmul_tile<TILE>(w.w_in(), 1, w.D, w.D, H, g, static_cast<const T*>(nullptr), x);

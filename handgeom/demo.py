@@ -162,7 +162,7 @@ def resolve(models: tuple[HandModel, HandModel], start: Hands, net: HandOccupanc
             for i in range(2):
                 angles[i].clamp_(limits[i][:, 0], limits[i][:, 1])
         if show_progress:
-            loop.set(loss=loss.item(), sdf_mm=sdf.item() * 1e3)
+            loop.set(loss=loss.item(), penetration_mm=sdf.item() * 1e3)
     with torch.no_grad():
         return posed()
 

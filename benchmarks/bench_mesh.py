@@ -186,7 +186,7 @@ def summary(records: list[dict]) -> list[dict]:
                  and not o["query"].startswith("handgeom") and o["wrong"] == 0]
         best = max(exact, key=lambda o: o["points_per_s"], default=None)
         rows.append({"op": ops[r["kind"]], "workload": r["workload"], "handgeom": f"{r['points_per_s'] / 1e6:.2f} M points/s",
-                     "baseline": f"{best['query']} {best['points_per_s'] / 1e6:.2f} M/s" if best else "-",
+                     "baseline": f"{best['query']} {best['points_per_s'] / 1e6:.3g} M/s" if best else "-",
                      "speedup": r["points_per_s"] / best["points_per_s"] if best else None})
     return rows
 

@@ -9,7 +9,7 @@
 // A task evaluates a tile of TILE points with every activation in a local [H][TILE] array (the
 // point index is the fast one, so the CPU vectorizes over points and reads each weight once per
 // tile); nothing per layer reaches memory. CPU tiles are 32 points; a CUDA thread is a tile of 1,
-// with the weights staged in shared memory by the launcher (see `staged`).
+// with the weights staged in shared memory by the launcher (see StagedWeights).
 #pragma once
 
 #include "common/device.h"

@@ -78,9 +78,9 @@ def bench(args: argparse.Namespace) -> None:
             print()
             results[f"{name}/{device}"] = records
             rows += [{"device": device, **row} for row in module.summary(records)]
-    meta = {"date": datetime.date.today().isoformat(), "command": "handgeom bench" + (" --quick" if args.quick else ""),
-            "threads": torch.get_num_threads(), "cpu": _cpu_model(), "seconds": round(time.perf_counter() - started, 1),
-            **{k: str(v) for k, v in handgeom.build_info().items()}}
+    meta = {**handgeom.build_info(), "date": datetime.date.today().isoformat(),
+            "command": "handgeom bench" + (" --quick" if args.quick else ""), "cpu": _cpu_model(),
+            "seconds": round(time.perf_counter() - started, 1)}
     format_table = _benchmark("common").format_table
     headers = ["op", "workload", "device", "handgeom", "baseline", "speedup"]
     table = [[r["op"], r["workload"], r["device"], r["handgeom"], r["baseline"],

@@ -99,7 +99,7 @@ def pose_hands(models: tuple[HandModel, HandModel], right: HandParams, left: Han
 
 def measure(models: tuple[HandModel, HandModel], hands: Hands, net: HandOccupancyNet) -> dict[str, float]:
     """The four interpenetration measures of one pair."""
-    (right, left), faces_r, faces_l = models, models[0].faces, models[1].faces
+    faces_r, faces_l = models[0].faces, models[1].faces
     vr, vl = hands.right_verts.detach()[None], hands.left_verts.detach()[None]
     depth = torch.maximum(penetration_depth(vr, vl, faces_l), penetration_depth(vl, vr, faces_r))
     return {

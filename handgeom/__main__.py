@@ -36,11 +36,12 @@ def _benchmark(name: str):
 
 
 def _default_device() -> str:
+    """CUDA when a GPU is visible and CUDA kernels were compiled, else CPU."""
     return "cuda" if handgeom.build_info()["cuda"] and torch.cuda.is_available() else "cpu"
 
 
 def _check_device(device: str) -> None:
-    if device == "cuda" and not (handgeom.build_info()["cuda"] and torch.cuda.is_available()):
+    if device == "cuda" and _default_device() != "cuda":
         _fail(f"--device cuda needs a GPU and a build with CUDA kernels (build_info: {handgeom.build_info()})")
 
 

@@ -10,12 +10,11 @@ from typing import Literal
 
 import torch
 
-from handgeom.hand.skeleton import BONES
+from handgeom.hand.skeleton import bone_ends
 from handgeom.models.occupancy import HandOccupancyNet
 
 __all__ = ["intersection_loss", "hand_query_points", "mirror", "default_occupancy_net"]
 
-_BONES = torch.tensor(BONES)
 _DENSE_FRACTIONS = torch.arange(1, 6) / 6  # 5 points inside each bone
 
 
@@ -29,7 +28,7 @@ def hand_query_points(joints: torch.Tensor, points: Literal["sparse", "dense"]) 
     plus 5 evenly spaced points inside each of the 20 bones (``"dense"``, 121 points)."""
     if points == "sparse":
         return joints
-    start, end = joints[:, _BONES[:, 0]], joints[:, _BONES[:, 1]]  # [B, 20, 3]
+    start, end = bone_ends(joints)  # [B, 20, 3]
     f = _DENSE_FRACTIONS.to(joints)[None, None, :, None]
     on_bones = start[:, :, None] + f * (end - start)[:, :, None]
     return torch.cat([joints, on_bones.flatten(1, 2)], 1)

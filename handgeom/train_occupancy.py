@@ -36,12 +36,17 @@ def hand_samples(model: HandModel, hands: int, generator: torch.Generator):
     return out.joints, out.verts
 
 
+def grown_box(verts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(lo, hi)`` ``[B, 1, 3]``: each mesh's bounding box grown by 1 cm."""
+    return verts.amin(1, keepdim=True) - 0.01, verts.amax(1, keepdim=True) + 0.01
+
+
 def training_points(verts: torch.Tensor, faces: torch.Tensor, count: int, generator: torch.Generator):
     """``(points [B, count, 3], inside [B, count])``: half uniform in the grown bounding box, half
     near the surface."""
     B = verts.shape[0]
     uniform, near = count // 2, count - count // 2
-    lo, hi = verts.amin(1, keepdim=True) - 0.01, verts.amax(1, keepdim=True) + 0.01
+    lo, hi = grown_box(verts)
     box = lo + torch.rand(B, uniform, 3, generator=generator) * (hi - lo)
     tri = verts[:, faces]  # [B, F, 3, 3]
     area = torch.linalg.cross(tri[:, :, 1] - tri[:, :, 0], tri[:, :, 2] - tri[:, :, 0]).norm(dim=-1)
@@ -70,7 +75,7 @@ def grid_iou(net: HandOccupancyNet, model: HandModel, hands: int, resolution: in
     with torch.no_grad():
         for start in loop:
             joints, verts = hand_samples(model, min(batch, hands - start), generator)
-            lo, hi = verts.amin(1, keepdim=True) - 0.01, verts.amax(1, keepdim=True) + 0.01
+            lo, hi = grown_box(verts)
             grid = lo + unit * (hi - lo)
             truth = points_inside_mesh(grid, verts, model.faces)
             pred = net(grid, joints) > 0

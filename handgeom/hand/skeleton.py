@@ -22,6 +22,12 @@ BONES: tuple[tuple[int, int], ...] = tuple(
     (0 if k == 0 else 4 * f + k, 4 * f + k + 1) for f in range(5) for k in range(4)
 )
 PARENTS: tuple[int, ...] = (-1,) + tuple(parent for parent, _ in BONES)
+_BONE_INDEX = torch.tensor(BONES)
+
+
+def bone_ends(joints: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(start, end)`` ``[..., 20, 3]``: each bone's parent and child joint, for ``joints [..., 21, 3]``."""
+    return joints[..., _BONE_INDEX[:, 0], :], joints[..., _BONE_INDEX[:, 1], :]
 
 # Joint orders of other datasets: OURS[j] = theirs[TO_OURS[name][j]].
 TO_OURS = {

@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from handgeom.hand.skeleton import BONES
+from handgeom.hand.skeleton import BONES, bone_ends
 from handgeom.ops.occupancy import conditioned_mlp
 
 __all__ = ["HandOccupancyNet", "ConditionedDecoder", "canonical_frame", "bone_features", "OUTSIDE_LOGIT"]
@@ -35,7 +35,6 @@ __all__ = ["HandOccupancyNet", "ConditionedDecoder", "canonical_frame", "bone_fe
 UNIT = 0.05  # metres per feature unit
 OUTSIDE_LOGIT = -20.0  # what culled points get: probability 2e-9
 PRETRAINED = Path(__file__).resolve().parent.parent / "data" / "hand_occupancy.pt"
-_BONES = torch.tensor(BONES)
 
 
 def canonical_frame(joints: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -51,7 +50,7 @@ def canonical_frame(joints: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 def bone_features(points: torch.Tensor, joints: torch.Tensor) -> torch.Tensor:
     """``[B, N, 43]`` features of canonical ``points [B, N, 3]`` for canonical ``joints [B, 21, 3]``:
     the point, then per bone the position along it (bone lengths) and the distance to it."""
-    start, end = joints[:, _BONES[:, 0]], joints[:, _BONES[:, 1]]  # [B, 20, 3]
+    start, end = bone_ends(joints)  # [B, 20, 3]
     axis = end - start
     rel = points[:, :, None] - start[:, None]  # [B, N, 20, 3]
     along = (rel * axis[:, None]).sum(-1) / (axis * axis).sum(-1).clamp_min(1e-12)[:, None]

@@ -14,13 +14,18 @@
 
 // The compute-bound CPU bodies (dense MLP tiles) are compiled for AVX-512, AVX2+FMA and baseline
 // x86-64; the loader picks the best the CPU has (GCC function multiversioning). Elsewhere a no-op.
-// Helpers they call are HG_CLONE_INLINE: inlined, so each clone compiles them for its ISA too.
+// Helpers they call are HG_CLONE_INLINE (inlined, so each clone compiles them for its ISA too) or
+// HG_CLONE_OWN (cloned themselves).
 #if !defined(__CUDACC__) && defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
 #define HG_CPU_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
 #define HG_CLONE_INLINE inline __attribute__((always_inline))
+// A hot inner kernel (a register-blocked tile product) compiled as a function of its own in each
+// clone: inlined into a large body it shares that body's registers and spills its accumulators.
+#define HG_CLONE_OWN __attribute__((noinline)) HG_CPU_CLONES
 #else
 #define HG_CPU_CLONES
 #define HG_CLONE_INLINE HG_HOST_DEVICE
+#define HG_CLONE_OWN HG_HOST_DEVICE
 #endif
 
 namespace handgeom {

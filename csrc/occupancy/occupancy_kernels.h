@@ -49,17 +49,19 @@ struct Problem {
   }
 };
 
-// y[r][t] = bias[r] + sum_c m[r * rs + c * cs] x[c][t] for r < R, t < TILE (x: [C][TILE],
-// y: [R][TILE]). (rs, cs) = (C, 1) multiplies by a row-major matrix, (1, R) by its transpose.
-// Eight rows at a time keep 8 x TILE accumulators in registers while x streams from L1.
+// y[r][t] = bias[r] + add[r][t] + sum_c m[r * rs + c * cs] x[c][t] for r < R, t < TILE
+// (x: [C][TILE], y, add: [R][TILE]; bias and add may be null; add may be y). (rs, cs) = (C, 1)
+// multiplies by a row-major matrix, (1, R) by its transpose. Eight rows at a time keep 8 x TILE
+// accumulators in registers while x streams from L1.
 template <int TILE, typename T>
-HG_CLONE_INLINE void matmul_tile(const T* m, int64_t rs, int64_t cs, int R, int C, const T* x, const T* bias, T* y) {
+HG_CLONE_OWN void matmul_tile(const T* m, int64_t rs, int64_t cs, int R, int C, const T* x, const T* bias,
+                                 const T* add, T* y) {
   constexpr int kRows = 8;
   int r0 = 0;
   for (; r0 + kRows <= R; r0 += kRows) {
     T acc[kRows][TILE];
     for (int r = 0; r < kRows; ++r)
-      for (int t = 0; t < TILE; ++t) acc[r][t] = bias ? bias[r0 + r] : T(0);
+      for (int t = 0; t < TILE; ++t) acc[r][t] = (bias ? bias[r0 + r] : T(0)) + (add ? add[(r0 + r) * TILE + t] : T(0));
     for (int c = 0; c < C; ++c) {
       const T* xc = x + c * TILE;
       for (int r = 0; r < kRows; ++r) {
@@ -72,7 +74,7 @@ HG_CLONE_INLINE void matmul_tile(const T* m, int64_t rs, int64_t cs, int R, int 
   }
   for (; r0 < R; ++r0) {  // rows left over (input features, D % 8)
     T acc[TILE];
-    for (int t = 0; t < TILE; ++t) acc[t] = bias ? bias[r0] : T(0);
+    for (int t = 0; t < TILE; ++t) acc[t] = (bias ? bias[r0] : T(0)) + (add ? add[r0 * TILE + t] : T(0));
     for (int c = 0; c < C; ++c)
       for (int t = 0; t < TILE; ++t) acc[t] += m[r0 * rs + c * cs] * x[c * TILE + t];
     for (int t = 0; t < TILE; ++t) y[r0 * TILE + t] = acc[t];
@@ -90,41 +92,29 @@ HG_CLONE_INLINE void modulate(const T* s, const T* sh, int H, const T* z, T* u) 
     for (int t = 0; t < TILE; ++t) u[i * TILE + t] = relu(s[i] * z[i * TILE + t] + sh[i]);
 }
 
-// The forward pass of one tile: x [D][TILE] in, h [H][TILE] = h_{L/2} out. With `record`, the
-// input of every modulation (z_l: h_k for even l, a for odd l) is kept in record[l] for the
-// backward pass. u and a are scratch.
+// The activations of one tile, [H][TILE] each: z_l, the input of modulation l (h_k for l = 2k,
+// the block's middle a for l = 2k + 1), and z_L = h_{L/2}. The backward pass keeps all L + 1
+// (kept = true); the forward pass needs two, since h_{k+1} = h_k + ... overwrites h_k in place.
 template <int TILE, typename T>
-HG_CLONE_INLINE void forward_tile(const Problem<T>& p, int64_t b, const T* x, T* h, T* u, T* a, T* record) {
-  const Weights<T>& w = p.weights;
-  const int H = w.H, HT = H * TILE;
-  matmul_tile<TILE>(w.w_in(), w.D, 1, H, w.D, x, w.b_in(), h);
-  for (int l = 0; l < w.L; l += 2) {
-    if (record) {
-      for (int i = 0; i < HT; ++i) record[l * HT + i] = h[i];
-    }
-    modulate<TILE>(p.modulation(p.scale, b, l), p.modulation(p.shift, b, l), H, h, u);
-    matmul_tile<TILE>(w.w(l), H, 1, H, H, u, w.b(l), a);
-    if (record) {
-      for (int i = 0; i < HT; ++i) record[(l + 1) * HT + i] = a[i];
-    }
-    modulate<TILE>(p.modulation(p.scale, b, l + 1), p.modulation(p.shift, b, l + 1), H, a, u);
-    matmul_tile<TILE>(w.w(l + 1), H, 1, H, H, u, w.b(l + 1), a);
-    for (int i = 0; i < HT; ++i) h[i] += a[i];
-  }
-}
+struct Activations {
+  T* data;
+  int H;
+  bool kept;
 
-// sum_t a[t] (b ? b[t] : 1) over a tile, in 8 lanes: a plain float sum is a sequential dependency
-// the compiler may not reorder, which would keep the whole loop scalar.
+  HG_HOST_DEVICE T* z(int l) const { return data + (kept ? l : l % 2) * H * TILE; }
+};
+
+// The forward pass of one tile: x [D][TILE] in, every z_l out; u is scratch.
 template <int TILE, typename T>
-HG_CLONE_INLINE T tile_sum(const T* a, const T* b) {
-  constexpr int kLanes = TILE < 8 ? TILE : 8;
-  static_assert(TILE % kLanes == 0, "tiles are 1 point or a multiple of 8");
-  T lane[kLanes] = {};
-  for (int t = 0; t < TILE; t += kLanes)
-    for (int j = 0; j < kLanes; ++j) lane[j] += a[t + j] * (b ? b[t + j] : T(1));
-  T sum = T(0);
-  for (int j = 0; j < kLanes; ++j) sum += lane[j];
-  return sum;
+HG_CLONE_INLINE void forward_tile(const Problem<T>& p, int64_t b, const T* x, const Activations<TILE, T>& act, T* u) {
+  const Weights<T>& w = p.weights;
+  const int H = w.H;
+  matmul_tile<TILE>(w.w_in(), w.D, 1, H, w.D, x, w.b_in(), static_cast<const T*>(nullptr), act.z(0));
+  for (int l = 0; l < w.L; ++l) {
+    modulate<TILE>(p.modulation(p.scale, b, l), p.modulation(p.shift, b, l), H, act.z(l), u);
+    const T* skip = l % 2 ? act.z(l - 1) : static_cast<const T*>(nullptr);  // h_k closes the block
+    matmul_tile<TILE>(w.w(l), H, 1, H, H, u, w.b(l), skip, act.z(l + 1));
+  }
 }
 
 // Loads points [p0, p0 + TILE) of sample b as x [D][TILE]; points past N read as zeros.
@@ -132,8 +122,11 @@ template <int TILE, typename T>
 HG_CLONE_INLINE int load_tile(const Problem<T>& p, int64_t b, int64_t p0, T* x) {
   const int D = p.weights.D;
   const int count = int(hg_min<int64_t>(TILE, p.N - p0));
-  for (int t = 0; t < TILE; ++t)
-    for (int d = 0; d < D; ++d) x[d * TILE + t] = t < count ? p.inputs[(b * p.N + p0 + t) * D + d] : T(0);
+  const T* in = p.inputs + (b * p.N + p0) * D;
+  for (int t = 0; t < count; ++t)
+    for (int d = 0; d < D; ++d) x[d * TILE + t] = in[t * D + d];
+  for (int t = count; t < TILE; ++t)
+    for (int d = 0; d < D; ++d) x[d * TILE + t] = T(0);
   return count;
 }
 
@@ -166,10 +159,12 @@ struct Forward : StagedWeights<Forward<T, TILE>, T> {
 
   HG_CPU_CLONES HG_HOST_DEVICE void operator()(int64_t i) const {
     const int64_t b = i / tiles(), p0 = (i % tiles()) * TILE;
-    T x[kMaxInputs * TILE], h[kMaxWidth * TILE], u[kMaxWidth * TILE], a[kMaxWidth * TILE];
-    const int count = load_tile<TILE>(p, b, p0, x);
-    forward_tile<TILE>(p, b, x, h, u, a, static_cast<T*>(nullptr));
+    T x[kMaxInputs * TILE], z[2 * kMaxWidth * TILE], u[kMaxWidth * TILE];
     const Weights<T>& w = p.weights;
+    const Activations<TILE, T> act{z, w.H, false};
+    const int count = load_tile<TILE>(p, b, p0, x);
+    forward_tile<TILE>(p, b, x, act, u);
+    const T* h = act.z(w.L);
     T logit[TILE];
     for (int t = 0; t < TILE; ++t) logit[t] = w.b_out();
     for (int k = 0; k < w.H; ++k)
@@ -178,10 +173,41 @@ struct Forward : StagedWeights<Forward<T, TILE>, T> {
   }
 };
 
+// Backward through modulation l, m(z) = relu(s z + t) over [H][TILE], given u = dL/dm: adds
+// sum_t dL/d(s z + t) * z and sum_t dL/d(s z + t) to grad_scale[k] and grad_shift[k], and writes
+// (or, with accumulate, adds) dL/dz to dz. Sums run in 16 lanes so the point loop vectorizes.
+template <int TILE, typename T>
+HG_CLONE_INLINE void modulate_backward(const T* s, const T* sh, int H, const T* z, const T* u, T* grad_scale,
+                                       T* grad_shift, T* dz, bool accumulate) {
+  constexpr int kLanes = TILE < 16 ? TILE : 16;
+  static_assert(TILE % kLanes == 0, "tiles are up to 16 points or a multiple of 16");
+  for (int k = 0; k < H; ++k) {
+    T lane_s[kLanes] = {}, lane_t[kLanes] = {};
+    for (int t0 = 0; t0 < TILE; t0 += kLanes) {
+      for (int j = 0; j < kLanes; ++j) {
+        const int e = k * TILE + t0 + j;
+        const T v = s[k] * z[e] + sh[k] > T(0) ? u[e] : T(0);  // through the ReLU
+        lane_s[j] += v * z[e];
+        lane_t[j] += v;
+        dz[e] = (accumulate ? dz[e] : T(0)) + v * s[k];
+      }
+    }
+    for (int width = kLanes / 2; width > 0; width /= 2) {  // a tree: each level is one vector add
+      for (int j = 0; j < width; ++j) {
+        lane_s[j] += lane_s[j + width];
+        lane_t[j] += lane_t[j + width];
+      }
+    }
+    shared_add(grad_scale + k, lane_s[0]);
+    shared_add(grad_shift + k, lane_t[0]);
+  }
+}
+
 // Gradients for grad_logits [B, N]: grad_inputs [B, N, D] per point, and the modulation gradients
 // summed over the points of a slot: grad_mod [B * slots, 2, L, H] (scale, then shift). Task i is
 // tile i % tiles_per_slot of slot i / tiles_per_slot (slot = sample * slots + part); the launcher
-// runs a slot's tasks on one CPU task, or adds them atomically on CUDA (Launcher::grouped).
+// runs a slot's tasks on one CPU task, or adds them atomically on CUDA (Launcher::grouped). The
+// tile's forward pass is recomputed, its activations kept in the task's local memory.
 template <typename T, int TILE>
 struct Backward : StagedWeights<Backward<T, TILE>, T> {
   Problem<T> p;
@@ -195,42 +221,33 @@ struct Backward : StagedWeights<Backward<T, TILE>, T> {
     const int64_t p0 = ((slot % slots) * tiles_per_slot + i % tiles_per_slot) * TILE;
     if (p0 >= p.N) return;
     const Weights<T>& w = p.weights;
-    const int H = w.H, L = w.L, HT = H * TILE;
-    T x[kMaxInputs * TILE], h[kMaxWidth * TILE], u[kMaxWidth * TILE], a[kMaxWidth * TILE];
-    T record[kMaxLayers * kMaxWidth * TILE];
+    const int H = w.H, L = w.L;
+    T x[kMaxInputs * TILE], z[(kMaxLayers + 1) * kMaxWidth * TILE], u[kMaxWidth * TILE];
+    T g[kMaxWidth * TILE], ga[kMaxWidth * TILE];  // dL/dh_k and dL/da of the current block
+    const Activations<TILE, T> act{z, H, true};
     const int count = load_tile<TILE>(p, b, p0, x);
-    forward_tile<TILE>(p, b, x, h, u, a, record);
+    forward_tile<TILE>(p, b, x, act, u);
 
-    // g = dL/dh_{L/2}; points past N have zero gradient.
+    // dL/dh_{L/2} through the output ReLU; points past N have zero gradient.
     T gl[TILE];
     for (int t = 0; t < TILE; ++t) gl[t] = t < count ? grad_logits[b * p.N + p0 + t] : T(0);
-    T* g = h;
-    for (int k = 0; k < H; ++k)
-      for (int t = 0; t < TILE; ++t) g[k * TILE + t] = h[k * TILE + t] > T(0) ? gl[t] * w.w_out()[k] : T(0);
-    T* gz = a;  // dL/dz_l
-    for (int l = L - 1; l >= 0; --l) {
-      // z_{l+1} (or h's residual branch) = W_l relu(s_l z_l + t_l) + b_l: u = W_l^T g_out, masked.
-      const T* g_out = l % 2 ? g : gz;
-      matmul_tile<TILE>(w.w(l), 1, H, H, H, g_out, static_cast<const T*>(nullptr), u);
-      const T* s = p.modulation(p.scale, b, l);
-      const T* sh = p.modulation(p.shift, b, l);
-      const T* z = record + l * HT;
-      T* gs = grad_mod + (slot * 2 * L + l) * H;
-      T* gt = gs + L * H;
-      for (int k = 0; k < H; ++k) {
-        T* gu = u + k * TILE;  // dL/d(s z + t): the ReLU's mask applied in place
-        const T* zk = z + k * TILE;
-        for (int t = 0; t < TILE; ++t) gu[t] = s[k] * zk[t] + sh[k] > T(0) ? gu[t] : T(0);
-        shared_add(gs + k, tile_sum<TILE>(gu, zk));
-        shared_add(gt + k, tile_sum<TILE>(gu, static_cast<const T*>(nullptr)));
-        if (l % 2) {
-          for (int t = 0; t < TILE; ++t) gz[k * TILE + t] = gu[t] * s[k];
-        } else {
-          for (int t = 0; t < TILE; ++t) g[k * TILE + t] += gu[t] * s[k];  // the skip already holds dL/dh_k
-        }
+    const T* top = act.z(L);
+    for (int k = 0; k < H; ++k) {
+      for (int t = 0; t < TILE; ++t) {
+        const T v = gl[t] * w.w_out()[k];  // computed unconditionally, so the select vectorizes
+        g[k * TILE + t] = top[k * TILE + t] > T(0) ? v : T(0);
       }
     }
-    matmul_tile<TILE>(w.w_in(), 1, w.D, w.D, H, g, static_cast<const T*>(nullptr), x);
+    for (int l = L - 1; l >= 0; --l) {
+      // z_{l+1} = W_l m_l(z_l) + b_l (+ h_k for odd l): u = dL/dm_l = W_l^T dL/dz_{l+1}.
+      matmul_tile<TILE>(w.w(l), 1, H, H, H, l % 2 ? g : ga, static_cast<const T*>(nullptr),
+                        static_cast<const T*>(nullptr), u);
+      T* grad_scale = grad_mod + (slot * 2 * L + l) * H;
+      // Odd l: dL/da afresh. Even l: z_l = h_k also feeds the skip, whose gradient g holds.
+      modulate_backward<TILE>(p.modulation(p.scale, b, l), p.modulation(p.shift, b, l), H, act.z(l), u, grad_scale,
+                              grad_scale + L * H, l % 2 ? ga : g, l % 2 == 0);
+    }
+    matmul_tile<TILE>(w.w_in(), 1, w.D, w.D, H, g, static_cast<const T*>(nullptr), static_cast<const T*>(nullptr), x);
     for (int t = 0; t < count; ++t)
       for (int d = 0; d < w.D; ++d) grad_inputs[(b * p.N + p0 + t) * w.D + d] = x[d * TILE + t];
   }

@@ -11,7 +11,7 @@ from typing import Literal
 import torch
 
 from handgeom.hand.skeleton import bone_ends
-from handgeom.models.occupancy import HandOccupancyNet
+from handgeom.models.occupancy import HAND_CULL_MARGIN, HandOccupancyNet
 
 __all__ = ["intersection_loss", "hand_query_points", "mirror", "default_occupancy_net"]
 
@@ -43,7 +43,7 @@ def default_occupancy_net(device: str = "cpu") -> HandOccupancyNet:
 def intersection_loss(joints_left: torch.Tensor, joints_right: torch.Tensor, net: HandOccupancyNet | None = None,
                       points: Literal["sparse", "dense", "mesh"] = "sparse", both: bool = True,
                       truncate: bool = False, verts_left: torch.Tensor | None = None,
-                      verts_right: torch.Tensor | None = None, cull_margin: float | None = 0.03,
+                      verts_right: torch.Tensor | None = None, cull_margin: float | None = HAND_CULL_MARGIN,
                       reduction: Literal["mean", "sum", "none"] = "mean") -> torch.Tensor:
     r"""Hand-hand intersection loss of "Two Hands Are Better Than One":
 
@@ -63,9 +63,10 @@ def intersection_loss(joints_left: torch.Tensor, joints_right: torch.Tensor, net
             ``[B, V, 3]``.
         truncate: keep only probabilities above 0.5 (the paper's variant).
         cull_margin: points farther than this (metres) outside the other hand's joint box count as
-            outside without querying the network (see ``HandOccupancyNet.forward``). The shipped
-            network was trained within 1 cm of each hand's box and is unreliable far outside it;
-            ``None`` queries it everywhere.
+            outside without querying the network (see ``HandOccupancyNet.forward``): the default
+            culls no point of the hand model's volume, and it bounds the query to where the
+            network was trained (its box grown by 1 cm, and a 40 cm cube around it, sparsely);
+            ``None`` queries the network everywhere.
         reduction: over the batch, of the per-pair sums.
 
     Returns:

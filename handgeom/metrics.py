@@ -13,6 +13,7 @@ import math
 import torch
 
 from handgeom.losses import default_occupancy_net, mirror
+from handgeom.models.occupancy import HAND_CULL_MARGIN
 from handgeom.ops.mesh import points_inside_mesh, signed_distance
 
 __all__ = ["penetration_depth", "intersection_volume", "contact_ratio", "count_intersections",
@@ -111,12 +112,12 @@ def count_intersections(verts_a: torch.Tensor, faces_a: torch.Tensor, verts_b: t
 
 
 def count_intersections_occupancy(joints_left: torch.Tensor, joints_right: torch.Tensor, resolution: int = 50,
-                                  net=None, margin: float = 0.03) -> torch.Tensor:
+                                  net=None, margin: float = HAND_CULL_MARGIN) -> torch.Tensor:
     """The occupancy-network version of :func:`count_intersections` for hands given by joints only
     (``[B, 21, 3]`` each): grid points where both hands' occupancy probabilities exceed 0.5, on a
-    ``resolution^3`` grid of cell centres over the joints' joint bounding box grown by ``margin``
-    metres (the surface lies within about 2.5 cm of the joints), ``[B]`` int64. Points farther
-    than ``margin`` from a hand's joint box are culled as outside it (see
+    ``resolution^3`` grid of cell centres over both hands' joint bounding box grown by ``margin``
+    metres, ``[B]`` int64. Points farther than ``margin`` from a hand's joint box are culled as
+    outside it (the default margin loses no point of the hand model's volume; see
     :class:`handgeom.models.HandOccupancyNet`). ``net`` defaults to the shipped network."""
     if resolution < 1:
         raise ValueError(f"count_intersections_occupancy: resolution must be positive, got {resolution}")

@@ -1,13 +1,14 @@
 """Trains HandOccupancyNet on handgeom's hand model and writes the weights shipped with the package.
 
-    python -m handgeom.train_occupancy [--steps 5000] [--out handgeom/data/hand_occupancy.pt]
+    python -m handgeom.train_occupancy [--steps 10000] [--out handgeom/data/hand_occupancy.pt]
 
 Data are generated on the fly: random poses from the hand model's sampler (uniform angles within
 the limits, a uniformly random global rotation, bone lengths ±10%), the fine hand mesh (its
 12-sided finger tubes are closer to the smooth hand than the coarse mesh's 8-sided ones), and
 points labelled by the exact ray-casting inside test (:func:`handgeom.ops.points_inside_mesh`):
-half uniform in the mesh's bounding box grown by 1 cm, half near the surface (area-weighted
-surface samples displaced by Gaussian noise of 1 mm, 3 mm or 1 cm). Adam with a cosine learning-rate
+7/16 uniform in the mesh's bounding box grown by 1 cm, 1/16 uniform in a 40 cm cube around it,
+half near the surface (area-weighted surface samples displaced by Gaussian noise of 1 mm, 3 mm or
+1 cm). Adam with a cosine learning-rate
 schedule; batch norm statistics are recomputed at the end (cumulative average over fresh
 batches), then IoU is measured on held-out poses on a 50^3 grid over each hand.
 """
@@ -27,6 +28,8 @@ from handgeom.models.occupancy import PRETRAINED, HandOccupancyNet
 from handgeom.ops.mesh import points_inside_mesh
 from handgeom.progress import Progress
 
+FAR_SIDE = 0.4  # metres: the far-field samples' cube, about two hand lengths
+
 
 def hand_samples(model: HandModel, hands: int, generator: torch.Generator):
     """``(joints [B, 21, 3], verts [B, V, 3])`` of random right hands placed around the origin."""
@@ -42,12 +45,16 @@ def grown_box(verts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def training_points(verts: torch.Tensor, faces: torch.Tensor, count: int, generator: torch.Generator):
-    """``(points [B, count, 3], inside [B, count])``: half uniform in the grown bounding box, half
-    near the surface."""
+    """``(points [B, count, 3], inside [B, count])``: 7/16 uniform in the grown bounding box, 1/16
+    uniform in a cube of side ``FAR_SIDE`` around it (so the network also says "outside" far from
+    the hand, where the other hand's points may lie), half near the surface."""
     B = verts.shape[0]
-    uniform, near = count // 2, count - count // 2
+    far, near = count // 16, count - count // 2
+    uniform = count - near - far
     lo, hi = grown_box(verts)
     box = lo + torch.rand(B, uniform, 3, generator=generator) * (hi - lo)
+    centre = (lo + hi) / 2
+    around = centre + FAR_SIDE * (torch.rand(B, far, 3, generator=generator) - 0.5)
     tri = verts[:, faces]  # [B, F, 3, 3]
     area = torch.linalg.cross(tri[:, :, 1] - tri[:, :, 0], tri[:, :, 2] - tri[:, :, 0]).norm(dim=-1)
     face = torch.multinomial(area, near, replacement=True, generator=generator)  # [B, near]
@@ -58,7 +65,7 @@ def training_points(verts: torch.Tensor, faces: torch.Tensor, count: int, genera
     surface = corners[:, :, 0] + r[..., :1] * (corners[:, :, 1] - corners[:, :, 0]) + r[..., 1:] * (corners[:, :, 2] - corners[:, :, 0])
     sigma = torch.tensor([0.001, 0.003, 0.01])[torch.randint(0, 3, (B, near, 1), generator=generator)]
     surface = surface + sigma * torch.randn(B, near, 3, generator=generator)
-    points = torch.cat([box, surface], 1)
+    points = torch.cat([box, around, surface], 1)
     return points, points_inside_mesh(points, verts, faces)
 
 
@@ -123,7 +130,7 @@ def train(steps: int, hands: int, points: int, lr: float, seed: int, width: int,
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m handgeom.train_occupancy", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--steps", type=int, default=5000)
+    parser.add_argument("--steps", type=int, default=10000)
     parser.add_argument("--hands", type=int, default=32, help="hands per step")
     parser.add_argument("--points", type=int, default=1024, help="points per hand")
     parser.add_argument("--lr", type=float, default=2e-3)

@@ -9,9 +9,9 @@ from handgeom.hand import HandModel, HandOutput, two_hand_preset
 from handgeom.losses import hand_query_points, intersection_loss, mirror
 from handgeom.metrics import count_intersections, count_intersections_occupancy
 from handgeom.models import HandOccupancyNet
-from handgeom.models.occupancy import OUTSIDE_LOGIT
+from handgeom.models.occupancy import HAND_CULL_MARGIN, OUTSIDE_LOGIT, canonical_frame
 from handgeom.ops import conditioned_mlp
-from handgeom.train_occupancy import grid_iou
+from handgeom.train_occupancy import grid_iou, grown_box, hand_samples
 import references as ref
 
 requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
@@ -188,6 +188,30 @@ def test_culling_with_a_3cm_margin_keeps_every_inside_point(net):
     torch.testing.assert_close(culled[kept], full[kept])
     assert not (truth & ~kept).any()
     assert ((culled > 0) != truth).sum() <= ((full > 0) != truth).sum()
+
+
+def test_hand_cull_margin_holds_the_whole_hand():
+    """The claim behind HAND_CULL_MARGIN: every vertex of the hand model lies within it of the
+    joints' canonical box, over random poses, rotations and bone lengths."""
+    model = HandModel("right", "fine")
+    out = model(model.sample_poses(500, torch.Generator().manual_seed(8), global_rotation=True, length_jitter=0.1))
+    origin, rotation = canonical_frame(out.joints)
+    joints, verts = ((x - origin[:, None]) @ rotation.transpose(1, 2) for x in (out.joints, out.verts))
+    reach = torch.maximum(joints.amin(1, keepdim=True) - verts, verts - joints.amax(1, keepdim=True)).amax()
+    assert 0.01 < reach < HAND_CULL_MARGIN, reach
+
+
+def test_pretrained_says_outside_far_from_the_hand(net):
+    """No false positives 1 to 20 cm outside the hand's box grown by 1 cm, where the other hand's
+    points lie (the far-field training samples)."""
+    model = HandModel("right", "fine")
+    g = torch.Generator().manual_seed(5)
+    joints, verts = hand_samples(model, 16, g)
+    lo, hi = grown_box(verts)
+    points = (lo - 0.2) + torch.rand(16, 4096, 3, generator=g) * (hi - lo + 0.4)
+    outside = ((points < lo) | (points > hi)).any(-1)
+    assert outside.float().mean() > 0.8
+    assert not ((net(points, joints) > 0) & outside).any()
 
 
 def test_net_rejects_bad_shapes(net, hands):

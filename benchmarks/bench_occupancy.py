@@ -17,13 +17,13 @@ import sys
 
 import torch
 
-from common import cli, format_table, measure_in_child, median_seconds, peak_rss_bytes
+from common import cli, format_table, interleaved_median_seconds, measure_in_child, median_seconds, peak_rss_bytes
 from handgeom.hand import HandModel
 from handgeom.models import HandOccupancyNet
 from handgeom.models.occupancy import ConditionedDecoder
 
 # (name, hands, points, timed runs): the small case gets more runs, a few ms each are noisy.
-CONFIGS = [("training loss", 256, 121, 15), ("evaluation", 64, 8192, 5)]
+CONFIGS = [("training loss", 256, 121, 31), ("evaluation", 64, 8192, 5)]
 FEATURES, WIDTH, LAYERS = 43, 64, 4
 
 
@@ -77,8 +77,8 @@ def run(device: str = "cpu", quick: bool = False) -> list[dict]:
         if quick:
             hands, points, repeat = hands // 4, points // 4, 1
         inputs = make_inputs(hands, points, device)
-        times = {v: median_seconds(lambda v=v: forward_backward(v, *inputs), repeat=repeat, warmup=1 if quick else 3)
-                 for v in ("fused", "torch")}
+        times = interleaved_median_seconds({v: lambda v=v: forward_backward(v, *inputs) for v in ("fused", "torch")},
+                                           repeat=repeat, warmup=1 if quick else 3)
         memory = {v: measure_in_child(__file__, v, str(hands), str(points))["peak_bytes"]
                   for v in times} if device == "cpu" else {}
         for v, t in times.items():

@@ -21,17 +21,25 @@ sys.path.insert(0, str(REPO / "python_tests"))  # references.py: the plain PyTor
 
 def median_seconds(fn: Callable[[], object], repeat: int = 5, warmup: int = 2) -> float:
     """Median wall time of fn() over `repeat` runs after `warmup` runs (CUDA synchronized)."""
-    times = []
+    return interleaved_median_seconds({"": fn}, repeat, warmup)[""]
+
+
+def interleaved_median_seconds(fns: dict[str, Callable[[], object]], repeat: int = 5, warmup: int = 2) -> dict[str, float]:
+    """Median wall time of each fn() over `repeat` rounds after `warmup` rounds, a round running
+    every fn once in turn: variants compared in one run see the same machine state (other jobs,
+    the process's memory warming up) instead of one variant's runs all coming first."""
+    times: dict[str, list[float]] = {name: [] for name in fns}
     for i in range(warmup + repeat):
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        fn()
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        if i >= warmup:
-            times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        for name, fn in fns.items():
+            if torch.cuda.is_available():
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+            fn()
+            if torch.cuda.is_available():
+                torch.cuda.synchronize()
+            if i >= warmup:
+                times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t) for name, t in times.items()}
 
 
 def peak_rss_bytes() -> int:

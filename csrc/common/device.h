@@ -31,13 +31,13 @@
 namespace handgeom {
 
 template <typename T>
-HG_HOST_DEVICE T hg_min(T a, T b) { return a < b ? a : b; }
+HG_HOST_DEVICE constexpr T hg_min(T a, T b) { return a < b ? a : b; }
 
 template <typename T>
-HG_HOST_DEVICE T hg_max(T a, T b) { return a > b ? a : b; }
+HG_HOST_DEVICE constexpr T hg_max(T a, T b) { return a > b ? a : b; }
 
 template <typename T>
-HG_HOST_DEVICE T hg_clamp(T x, T lo, T hi) { return hg_min(hg_max(x, lo), hi); }
+HG_HOST_DEVICE constexpr T hg_clamp(T x, T lo, T hi) { return hg_min(hg_max(x, lo), hi); }
 
 template <typename T>
 HG_HOST_DEVICE T hg_abs(T x) { return x < T(0) ? -x : x; }

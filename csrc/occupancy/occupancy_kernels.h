@@ -8,7 +8,7 @@
 //
 // A task evaluates a tile of TILE points with every activation in a local [H][TILE] array (the
 // point index is the fast one, so the CPU vectorizes over points and reads each weight once per
-// tile); nothing per layer reaches memory. CPU tiles are 32 points; a CUDA thread is a tile of 1,
+// tile); nothing per layer reaches memory. CPU tiles are 64 points; a CUDA thread is a tile of 1,
 // with the weights staged in shared memory by the launcher (see StagedWeights).
 #pragma once
 
@@ -51,12 +51,12 @@ struct Problem {
 
 // y[r][t] = bias[r] + add[r][t] + sum_c m[r * rs + c * cs] x[c][t] for r < R, t < TILE
 // (x: [C][TILE], y, add: [R][TILE]; bias and add may be null; add may be y). (rs, cs) = (C, 1)
-// multiplies by a row-major matrix, (1, R) by its transpose. Eight rows at a time keep 8 x TILE
-// accumulators in registers while x streams from L1.
+// multiplies by a row-major matrix, (1, R) by its transpose. kRows rows at a time keep kRows x
+// TILE accumulators in registers (1 KB: 16 AVX-512 registers) while x streams from L1.
 template <int TILE, typename T>
 HG_CLONE_OWN void matmul_tile(const T* m, int64_t rs, int64_t cs, int R, int C, const T* x, const T* bias,
-                                 const T* add, T* y) {
-  constexpr int kRows = 8;
+                              const T* add, T* y) {
+  constexpr int kRows = hg_clamp<int>(1024 / int(TILE * sizeof(T)), 1, 8);
   int r0 = 0;
   for (; r0 + kRows <= R; r0 += kRows) {
     T acc[kRows][TILE];
@@ -72,7 +72,7 @@ HG_CLONE_OWN void matmul_tile(const T* m, int64_t rs, int64_t cs, int R, int C, 
     for (int r = 0; r < kRows; ++r)
       for (int t = 0; t < TILE; ++t) y[(r0 + r) * TILE + t] = acc[r][t];
   }
-  for (; r0 < R; ++r0) {  // rows left over (input features, D % 8)
+  for (; r0 < R; ++r0) {  // rows left over (input features, D % kRows)
     T acc[TILE];
     for (int t = 0; t < TILE; ++t) acc[t] = (bias ? bias[r0] : T(0)) + (add ? add[r0 * TILE + t] : T(0));
     for (int c = 0; c < C; ++c)
@@ -173,6 +173,18 @@ struct Forward : StagedWeights<Forward<T, TILE>, T> {
   }
 };
 
+// a[0] + ... + a[W - 1] as a tree of W / 2, W / 4, ... lanes: with W a constant each level is
+// one vector add (a sequential float sum could not be reordered into vectors).
+template <int W, typename T>
+HG_CLONE_INLINE T lane_sum(T* a) {
+  if constexpr (W > 1) {
+    for (int j = 0; j < W / 2; ++j) a[j] += a[j + W / 2];
+    return lane_sum<W / 2>(a);
+  } else {
+    return a[0];
+  }
+}
+
 // Backward through modulation l, m(z) = relu(s z + t) over [H][TILE], given u = dL/dm: adds
 // sum_t dL/d(s z + t) * z and sum_t dL/d(s z + t) to grad_scale[k] and grad_shift[k], and writes
 // (or, with accumulate, adds) dL/dz to dz. Sums run in 16 lanes so the point loop vectorizes.
@@ -192,14 +204,8 @@ HG_CLONE_INLINE void modulate_backward(const T* s, const T* sh, int H, const T* 
         dz[e] = (accumulate ? dz[e] : T(0)) + v * s[k];
       }
     }
-    for (int width = kLanes / 2; width > 0; width /= 2) {  // a tree: each level is one vector add
-      for (int j = 0; j < width; ++j) {
-        lane_s[j] += lane_s[j + width];
-        lane_t[j] += lane_t[j + width];
-      }
-    }
-    shared_add(grad_scale + k, lane_s[0]);
-    shared_add(grad_shift + k, lane_t[0]);
+    shared_add(grad_scale + k, lane_sum<kLanes>(lane_s));
+    shared_add(grad_shift + k, lane_sum<kLanes>(lane_t));
   }
 }
 

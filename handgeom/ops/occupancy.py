@@ -23,7 +23,7 @@ def conditioned_mlp(inputs: torch.Tensor, w_in: torch.Tensor, b_in: torch.Tensor
         \mathrm{logit} = w_{out} \cdot \sigma(h_{L/2}) + b_{out}
 
     Weights use ``nn.Linear``'s (out, in) layout. Every layer of a tile of points is evaluated in
-    registers / L1 (CPU: 32-point tiles, AVX-512 or AVX2 picked at load time; CUDA: a thread per
+    registers / L1 (CPU: 64-point tiles, AVX-512 or AVX2 picked at load time; CUDA: a thread per
     point with the weights in shared memory). NaN inputs give NaN logits.
 
     Args:

@@ -1,6 +1,8 @@
 """Benchmark: the fused occupancy query (conditioned_mlp) vs the same decoder as torch modules in
 eval mode, forward + backward to the points' features and the per-hand modulation, at
-HandOccupancyNet's size (43 features, width 64, 4 modulated layers).
+HandOccupancyNet's size (43 features, width 64, 4 modulated layers); and the same for the
+intersection penalty per hand, sum_n sigmoid(logit_n)^2 (conditioned_mlp_penalty: value and
+gradients in one pass).
 
 Configs: 256 hands x 121 points (the intersection loss during training, "dense" points) and
 64 hands x 8192 points (evaluation). Peak memory of each variant is measured in a fresh child
@@ -41,9 +43,20 @@ def make_inputs(hands: int, points: int, device: str = "cpu"):
     return decoder, x, gamma, beta
 
 
+# The logits (conditioned_mlp) and the intersection penalty sum_n sigmoid(logit_n)^2 per hand
+# (conditioned_mlp_penalty), each fused and as torch modules.
+VARIANTS = ("fused", "torch", "fused penalty", "torch penalty")
+
+
 def forward_backward(variant: str, decoder, x, gamma, beta):
-    fn = decoder if variant == "fused" else decoder.forward_torch
-    out = fn(x, gamma, beta)
+    if variant == "fused":
+        out = decoder(x, gamma, beta)
+    elif variant == "torch":
+        out = decoder.forward_torch(x, gamma, beta)
+    elif variant == "fused penalty":
+        out = decoder.penalty(x, gamma, beta, x.new_ones(x.shape[:2]))
+    else:
+        out = (torch.sigmoid(decoder.forward_torch(x, gamma, beta)) ** 2).sum(-1)
     return torch.autograd.grad(out, (x, gamma, beta), torch.ones_like(out))
 
 
@@ -77,13 +90,14 @@ def run(device: str = "cpu", quick: bool = False) -> list[dict]:
         if quick:
             hands, points, repeat = hands // 4, points // 4, 1
         inputs = make_inputs(hands, points, device)
-        times = interleaved_median_seconds({v: lambda v=v: forward_backward(v, *inputs) for v in ("fused", "torch")},
+        times = interleaved_median_seconds({v: lambda v=v: forward_backward(v, *inputs) for v in VARIANTS},
                                            repeat=repeat, warmup=1 if quick else 3)
         memory = {v: measure_in_child(__file__, v, str(hands), str(points))["peak_bytes"]
                   for v in times} if device == "cpu" else {}
         for v, t in times.items():
+            baseline = times["torch penalty" if v.endswith("penalty") else "torch"]
             records.append({"config": name, "hands": hands, "points": points, "variant": v, "ms": t * 1e3,
-                            "speedup_vs_torch": times["torch"] / t, "peak_mb": memory.get(v, float("nan")) / 2**20})
+                            "speedup_vs_torch": baseline / t, "peak_mb": memory.get(v, float("nan")) / 2**20})
     print(f"conditioned_mlp forward+backward (features, scale, shift), D={FEATURES} H={WIDTH} L={LAYERS}, "
           f"{device}, {torch.get_num_threads()} threads (peak = memory added on top of the inputs)")
     rows = [[f"{r['config']} {r['hands']}x{r['points']}", r["variant"], f"{r['ms']:.1f}",
@@ -100,10 +114,14 @@ def run(device: str = "cpu", quick: bool = False) -> list[dict]:
 def summary(records: list[dict]) -> list[dict]:
     """The rows of `handgeom bench`'s one table."""
     by = {(r["config"], r.get("variant")): r for r in records}
-    rows = [{"op": "conditioned_mlp fwd+bwd", "workload": f"{name}, {by[name, 'fused']['hands']}x{by[name, 'fused']['points']}",
-             "handgeom": f"{by[name, 'fused']['ms']:.1f} ms, {by[name, 'fused']['peak_mb']:.0f} MB",
-             "baseline": f"torch modules {by[name, 'torch']['ms']:.1f} ms, {by[name, 'torch']['peak_mb']:.0f} MB",
-             "speedup": by[name, "fused"]["speedup_vs_torch"]} for name, *_ in CONFIGS]
+    rows = [{"op": op, "workload": f"{name}, {by[name, fused]['hands']}x{by[name, fused]['points']}",
+             "handgeom": f"{by[name, fused]['ms']:.1f} ms, {by[name, fused]['peak_mb']:.0f} MB",
+             "baseline": f"{label} {by[name, torch_]['ms']:.1f} ms, {by[name, torch_]['peak_mb']:.0f} MB",
+             "speedup": by[name, fused]["speedup_vs_torch"]}
+            for op, fused, torch_, label in (("conditioned_mlp fwd+bwd", "fused", "torch", "torch modules"),
+                                             ("conditioned_mlp_penalty fwd+bwd", "fused penalty", "torch penalty",
+                                              "torch modules + penalty"))
+            for name, *_ in CONFIGS]
     cull = by["culling", None]
     rows.append({"op": "HandOccupancyNet culling (3 cm)", "workload": f"{cull['hands']}x{cull['points']} in a 30 cm box",
                  "handgeom": f"{cull['ms_culled']:.0f} ms, {cull['changed']} changed", "baseline": f"no culling {cull['ms_full']:.0f} ms",

@@ -33,4 +33,8 @@ TORCH_LIBRARY(handgeom, m) {
   m.def("conditioned_mlp_backward(Tensor grad_logits, Tensor inputs, Tensor w_in, Tensor b_in, "
         "Tensor w_hidden, Tensor b_hidden, Tensor w_out, Tensor b_out, Tensor scale, Tensor shift) "
         "-> (Tensor grad_inputs, Tensor grad_scale, Tensor grad_shift)");
+  // Its weighted occupancy penalty per sample with the gradients, in one pass.
+  m.def("conditioned_mlp_penalty(Tensor inputs, Tensor point_weights, Tensor w_in, Tensor b_in, Tensor w_hidden, "
+        "Tensor b_hidden, Tensor w_out, Tensor b_out, Tensor scale, Tensor shift, bool truncate) "
+        "-> (Tensor penalty, Tensor grad_inputs, Tensor grad_scale, Tensor grad_shift)");
 }

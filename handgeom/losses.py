@@ -56,8 +56,8 @@ def intersection_loss(joints_left: torch.Tensor, joints_right: torch.Tensor, net
 
     Args:
         joints_left, joints_right: ``[B, 21, 3]`` metres, one world frame.
-        net: a :class:`HandOccupancyNet`; default the shipped one (frozen, eval mode: its
-            decoder runs as the fused :func:`handgeom.ops.conditioned_mlp`).
+        net: a :class:`HandOccupancyNet`; default the shipped one (frozen, eval mode: each sum
+            and its gradients come from one fused pass, :func:`handgeom.ops.conditioned_mlp_penalty`).
         points: the tested points: ``"sparse"`` the 21 joints, ``"dense"`` joints and 5 points
             per bone (121), ``"mesh"`` the hand meshes' vertices ``verts_left`` / ``verts_right``
             ``[B, V, 3]``.
@@ -90,13 +90,8 @@ def intersection_loss(joints_left: torch.Tensor, joints_right: torch.Tensor, net
             raise ValueError(f"intersection_loss: points='mesh' needs {name} of shape [B, V, 3]")
         return verts
 
-    def penalty(x, joints):
-        p = torch.sigmoid(net(x, joints, cull_margin=cull_margin))
-        if truncate:
-            p = p * (p > 0.5)
-        return (p * p).sum(-1)
-
-    loss = penalty(tested(joints_left, verts_left, "verts_left"), joints_right)
+    loss = net.penalty(tested(joints_left, verts_left, "verts_left"), joints_right, cull_margin, truncate)
     if both:
-        loss = loss + penalty(mirror(tested(joints_right, verts_right, "verts_right")), mirror(joints_left))
+        loss = loss + net.penalty(mirror(tested(joints_right, verts_right, "verts_right")), mirror(joints_left),
+                                  cull_margin, truncate)
     return loss if reduction == "none" else loss.sum() if reduction == "sum" else loss.mean()

@@ -181,3 +181,11 @@ def conditioned_mlp(x, w_in, b_in, w_hidden, b_hidden, w_out, b_out, scale, shif
         a = torch.relu(scale[:, l, None] * h + shift[:, l, None]) @ w_hidden[l].T + b_hidden[l]
         h = h + torch.relu(scale[:, l + 1, None] * a + shift[:, l + 1, None]) @ w_hidden[l + 1].T + b_hidden[l + 1]
     return torch.relu(h) @ w_out + b_out
+
+
+def occupancy_penalty(logits, point_weights, truncate=False):
+    """sum_n w_n q(sigmoid(logit_n)) per sample, q(p) = p^2 (truncate: p^2 [p > 1/2])
+    (handgeom.ops.conditioned_mlp_penalty on the logits)."""
+    p = torch.sigmoid(logits)
+    q = p * p * (p > 0.5) if truncate else p * p
+    return (point_weights * q).sum(-1)

@@ -10,7 +10,7 @@ from handgeom.losses import hand_query_points, intersection_loss, mirror
 from handgeom.metrics import count_intersections, count_intersections_occupancy
 from handgeom.models import HandOccupancyNet
 from handgeom.models.occupancy import HAND_CULL_MARGIN, OUTSIDE_LOGIT, canonical_frame
-from handgeom.ops import conditioned_mlp
+from handgeom.ops import conditioned_mlp, conditioned_mlp_penalty
 from handgeom.train_occupancy import grid_iou, grown_box, hand_samples
 import references as ref
 
@@ -111,6 +111,61 @@ def test_weights_requiring_grad_are_refused():
         conditioned_mlp(*args)  # fine without grad mode
 
 
+def penalty_args(dtype=torch.float64, seed=0, **shape):
+    """mlp_args with point weights (some zero, as padding) inserted after the inputs; logits spread
+    over both sides of p = 1/2."""
+    args = mlp_args(dtype=dtype, seed=seed, **shape)
+    args[6] = args[6] + 1.0
+    weights = torch.rand(args[0].shape[:2], generator=torch.Generator().manual_seed(seed + 1), dtype=dtype)
+    weights[:, 1::5] = 0
+    return [args[0], weights, *args[1:]]
+
+
+@pytest.mark.parametrize("truncate", [False, True])
+@pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-12), (torch.float32, 2e-5)])
+@pytest.mark.parametrize("shape", [dict(), dict(points=1), dict(batch=1, points=700, features=43, width=64),
+                                   dict(width=20, layers=2, points=130)])
+def test_penalty_matches_torch(truncate, dtype, tol, shape):
+    """The fused penalty (forward and reverse in one pass) against the reference penalty of the
+    reference logits, value and gradients to inputs, scale and shift."""
+    args = penalty_args(dtype=dtype, **shape)
+    differentiable = (0, 8, 9)
+    outs = []
+    for fn in (conditioned_mlp_penalty,
+               lambda x, w, *rest, truncate: ref.occupancy_penalty(ref.conditioned_mlp(x, *rest), w, truncate)):
+        leaves = [a.clone().requires_grad_(i in differentiable) for i, a in enumerate(args)]
+        y = fn(*leaves, truncate=truncate)
+        go = torch.randn(y.shape, generator=torch.Generator().manual_seed(2), dtype=y.dtype)
+        outs.append((y, *torch.autograd.grad(y, [leaves[i] for i in differentiable], go)))
+    for got, expected in zip(*outs):
+        assert expected.abs().sum() > 0
+        torch.testing.assert_close(got, expected, rtol=tol, atol=tol)
+
+
+def test_penalty_gradcheck_and_opcheck():
+    args = penalty_args(batch=2, points=7, features=3, width=8, layers=2)
+    for i in (0, 8, 9):
+        args[i].requires_grad_()
+    for truncate in (False, True):
+        assert torch.autograd.gradcheck(lambda *a: conditioned_mlp_penalty(*a, truncate=truncate), args)
+        torch.library.opcheck(torch.ops.handgeom.conditioned_mlp_penalty.default, (*args, truncate))
+
+
+def test_penalty_bad_input_and_empty_batches():
+    args = penalty_args()
+    with pytest.raises(RuntimeError, match="point_weights must have shape"):
+        conditioned_mlp_penalty(args[0], args[1][:, 1:], *args[2:])
+    with pytest.raises(ValueError, match="point_weights requires grad"):
+        conditioned_mlp_penalty(args[0], args[1].clone().requires_grad_(), *args[2:])
+    for batch, points in ((0, 7), (2, 0)):
+        empty = penalty_args(batch=batch, points=points)
+        x = empty[0].requires_grad_()
+        y = conditioned_mlp_penalty(*empty)
+        assert y.shape == (batch,) and not y.any()
+        y.sum().backward()
+        assert x.grad.shape == x.shape
+
+
 @requires_cuda
 def test_cuda_matches_cpu():
     args = mlp_args(dtype=torch.float32, features=43, width=64, points=300)
@@ -159,6 +214,33 @@ def test_eval_mode_fused_equals_torch_modules(net, hands):
     for a, b in zip(torch.autograd.grad(fused.sum(), [points, joints]), torch.autograd.grad(plain.sum(), [points, joints])):
         assert b.abs().sum() > 0
         torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-10)
+
+
+@pytest.mark.parametrize("cull_margin,truncate", [(None, False), (HAND_CULL_MARGIN, False), (HAND_CULL_MARGIN, True)])
+def test_net_penalty_equals_the_penalty_of_its_logits(hands, cull_margin, truncate):
+    """HandOccupancyNet.penalty (the fused value-and-gradient op) against the reference penalty of
+    its logits (the fused logits op), value and gradients to points and joints, with and without
+    culling, on an untrained float64 net whose logits straddle 0."""
+    torch.manual_seed(1)
+    fresh = HandOccupancyNet().double()
+    for p in fresh.parameters():
+        p.data.normal_(0, 0.1)  # logits of order 1: probabilities not saturated
+    fresh.eval().requires_grad_(False)
+    joints = hands.joints.double().requires_grad_()
+    verts = hands.verts.double()
+    g = torch.Generator().manual_seed(4)
+    points = torch.cat([verts + 0.01 * torch.randn(verts.shape, generator=g, dtype=verts.dtype),
+                        verts[:, :50] + 0.2 * torch.randn(4, 50, 3, generator=g, dtype=verts.dtype)], 1).requires_grad_()
+    with torch.no_grad():
+        fresh.decoder.fc_out.bias -= fresh(points, joints).median()  # half the points inside
+    fused = fresh.penalty(points, joints, cull_margin, truncate)
+    logits = fresh(points, joints, cull_margin)
+    assert (logits > 0).any() and (logits < 0).any()
+    plain = ref.occupancy_penalty(logits, torch.ones_like(logits), truncate)
+    torch.testing.assert_close(fused, plain, rtol=1e-10, atol=1e-12)
+    for a, b in zip(torch.autograd.grad(fused.sum(), [points, joints]), torch.autograd.grad(plain.sum(), [points, joints])):
+        assert b.abs().sum() > 0
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)
 
 
 def test_invariant_to_rigid_motion(net, hands):

@@ -64,7 +64,25 @@ std::tuple<Tensor, Tensor, Tensor> backward_op(const Tensor& grad_logits, const 
   ck.same_dtype(grad_logits, "grad_logits", inputs, "inputs");
   ck.same_device(grad_logits, "grad_logits", inputs, "inputs");
   const c10::DeviceGuard guard(inputs.device());
-  return ops().backward(grad_logits.contiguous(), a.inputs, a.weights, a.scale, a.shift);
+  const auto [grad_inputs, grad_scale, grad_shift, none] =
+      ops().reverse(grad_logits.contiguous(), a.inputs, a.weights, a.scale, a.shift, std::nullopt);
+  return {grad_inputs, grad_scale, grad_shift};
+}
+
+template <DeviceOps (*ops)()>
+std::tuple<Tensor, Tensor, Tensor, Tensor> penalty_op(const Tensor& inputs, const Tensor& point_weights,
+                                                      const Tensor& w_in, const Tensor& b_in, const Tensor& w_hidden,
+                                                      const Tensor& b_hidden, const Tensor& w_out, const Tensor& b_out,
+                                                      const Tensor& scale, const Tensor& shift, bool truncate) {
+  const Checker ck("conditioned_mlp_penalty");
+  const Args a = validate(ck, inputs, w_in, b_in, w_hidden, b_hidden, w_out, b_out, scale, shift);
+  ck.shape(point_weights, "point_weights", {inputs.size(0), inputs.size(1)});
+  ck.same_dtype(point_weights, "point_weights", inputs, "inputs");
+  ck.same_device(point_weights, "point_weights", inputs, "inputs");
+  const c10::DeviceGuard guard(inputs.device());
+  const auto [grad_inputs, grad_scale, grad_shift, penalty] =
+      ops().reverse(point_weights.contiguous(), a.inputs, a.weights, a.scale, a.shift, truncate);
+  return {penalty, grad_inputs, grad_scale, grad_shift};
 }
 
 }  // namespace
@@ -72,12 +90,14 @@ std::tuple<Tensor, Tensor, Tensor> backward_op(const Tensor& grad_logits, const 
 TORCH_LIBRARY_IMPL(handgeom, CPU, m) {
   m.impl("conditioned_mlp", &forward_op<cpu_ops>);
   m.impl("conditioned_mlp_backward", &backward_op<cpu_ops>);
+  m.impl("conditioned_mlp_penalty", &penalty_op<cpu_ops>);
 }
 
 #ifdef HANDGEOM_WITH_CUDA
 TORCH_LIBRARY_IMPL(handgeom, CUDA, m) {
   m.impl("conditioned_mlp", &forward_op<cuda_ops>);
   m.impl("conditioned_mlp_backward", &backward_op<cuda_ops>);
+  m.impl("conditioned_mlp_penalty", &penalty_op<cuda_ops>);
 }
 #endif
 

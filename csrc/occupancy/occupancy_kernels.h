@@ -130,6 +130,24 @@ HG_CLONE_INLINE int load_tile(const Problem<T>& p, int64_t b, int64_t p0, T* x) 
   return count;
 }
 
+// logit[t] = w_out . relu(h[:, t]) + b_out for h = z_L [H][TILE].
+template <int TILE, typename T>
+HG_CLONE_INLINE void output_tile(const Weights<T>& w, const T* h, T* logit) {
+  for (int t = 0; t < TILE; ++t) logit[t] = w.b_out();
+  for (int k = 0; k < w.H; ++k)
+    for (int t = 0; t < TILE; ++t) logit[t] += w.w_out()[k] * relu(h[k * TILE + t]);
+}
+
+// The occupancy penalty of one point ("Two Hands Are Better Than One"): q = p^2 for the
+// probability p = sigmoid(logit), with truncate p^2 [p > 1/2]; returns q and sets dq = dq/dlogit.
+template <typename T>
+HG_HOST_DEVICE T penalty_term(T logit, bool truncate, T& dq) {
+  const T p = T(1) / (T(1) + exp(-logit));
+  const bool counted = !truncate || p > T(0.5);
+  dq = counted ? T(2) * p * p * (T(1) - p) : T(0);
+  return counted ? p * p : T(0);
+}
+
 // Names the weights a body reads, so the CUDA launcher stages them in shared memory (Staged in
 // common/cuda_launch.cuh). Body has a Problem<T> p.
 template <typename Body, typename T>
@@ -164,11 +182,8 @@ struct Forward : StagedWeights<Forward<T, TILE>, T> {
     const Activations<TILE, T> act{z, w.H, false};
     const int count = load_tile<TILE>(p, b, p0, x);
     forward_tile<TILE>(p, b, x, act, u);
-    const T* h = act.z(w.L);
     T logit[TILE];
-    for (int t = 0; t < TILE; ++t) logit[t] = w.b_out();
-    for (int k = 0; k < w.H; ++k)
-      for (int t = 0; t < TILE; ++t) logit[t] += w.w_out()[k] * relu(h[k * TILE + t]);
+    output_tile<TILE>(w, act.z(w.L), logit);
     for (int t = 0; t < count; ++t) logits[b * p.N + p0 + t] = logit[t];
   }
 };
@@ -209,17 +224,23 @@ HG_CLONE_INLINE void modulate_backward(const T* s, const T* sh, int H, const T* 
   }
 }
 
-// Gradients for grad_logits [B, N]: grad_inputs [B, N, D] per point, and the modulation gradients
-// summed over the points of a slot: grad_mod [B * slots, 2, L, H] (scale, then shift). Task i is
-// tile i % tiles_per_slot of slot i / tiles_per_slot (slot = sample * slots + part); the launcher
-// runs a slot's tasks on one CPU task, or adds them atomically on CUDA (Launcher::grouped). The
-// tile's forward pass is recomputed, its activations kept in the task's local memory.
+// Gradients of a loss L of the logits: grad_inputs [B, N, D] per point, and the modulation
+// gradients summed over the points of a slot: grad_mod [B * slots, 2, L, H] (scale, then shift).
+// Without penalty, seed [B, N] is dL/dlogit (the backward pass of the logits). With penalty, the
+// loss is the weighted occupancy penalty L_b = sum_n seed_n q(logit_n) (penalty_term), computed
+// in the same pass: penalty [B * slots] gets each slot's sum, and no forward pass is repeated.
+// Task i is tile i % tiles_per_slot of slot i / tiles_per_slot (slot = sample * slots + part);
+// the launcher runs a slot's tasks on one CPU task, or adds them atomically on CUDA
+// (Launcher::grouped). The tile's forward pass runs here, its activations kept in the task's
+// local memory.
 template <typename T, int TILE>
 struct Backward : StagedWeights<Backward<T, TILE>, T> {
   Problem<T> p;
-  const T* grad_logits;
+  const T* seed;
   T* grad_inputs;
   T* grad_mod;
+  T* penalty;  // null: seed is dL/dlogit
+  bool truncate;
   int64_t slots, tiles_per_slot;
 
   HG_CPU_CLONES HG_HOST_DEVICE void operator()(int64_t i) const {
@@ -234,10 +255,21 @@ struct Backward : StagedWeights<Backward<T, TILE>, T> {
     const int count = load_tile<TILE>(p, b, p0, x);
     forward_tile<TILE>(p, b, x, act, u);
 
-    // dL/dh_{L/2} through the output ReLU; points past N have zero gradient.
+    // dL/dlogit, then dL/dh_{L/2} through the output ReLU; points past N have zero gradient.
     T gl[TILE];
-    for (int t = 0; t < TILE; ++t) gl[t] = t < count ? grad_logits[b * p.N + p0 + t] : T(0);
+    for (int t = 0; t < TILE; ++t) gl[t] = t < count ? seed[b * p.N + p0 + t] : T(0);
     const T* top = act.z(L);
+    if (penalty) {
+      T logit[TILE];
+      output_tile<TILE>(w, top, logit);
+      T sum = T(0);
+      for (int t = 0; t < count; ++t) {
+        T dq;
+        sum += gl[t] * penalty_term(logit[t], truncate, dq);
+        gl[t] *= dq;
+      }
+      shared_add(penalty + slot, sum);
+    }
     for (int k = 0; k < H; ++k) {
       for (int t = 0; t < TILE; ++t) {
         const T v = gl[t] * w.w_out()[k];  // computed unconditionally, so the select vectorizes

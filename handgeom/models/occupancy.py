@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from handgeom.hand.skeleton import BONES, bone_ends
-from handgeom.ops.occupancy import conditioned_mlp
+from handgeom.ops.occupancy import conditioned_mlp, conditioned_mlp_penalty
 
 __all__ = ["HandOccupancyNet", "ConditionedDecoder", "canonical_frame", "bone_features", "OUTSIDE_LOGIT",
            "HAND_CULL_MARGIN"]
@@ -80,14 +80,30 @@ class ConditionedDecoder(nn.Module):
     def forward(self, x: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
         """``x [B, N, D]`` → logits ``[B, N]``: the fused op in eval mode with frozen weights (or
         no grad), plain torch otherwise."""
-        frozen = not torch.is_grad_enabled() or not any(p.requires_grad for p in self.parameters())
-        if not self.training and frozen:
-            scale, shift = self.modulation(gamma, beta)
-            return conditioned_mlp(x, self.fc_in.weight, self.fc_in.bias,
-                                   torch.stack([m.weight for m in self.hidden]),
-                                   torch.stack([m.bias for m in self.hidden]), self.fc_out.weight[0],
-                                   self.fc_out.bias, scale, shift)
+        if self._fused():
+            return conditioned_mlp(x, *self._fused_weights(), *self.modulation(gamma, beta))
         return self.forward_torch(x, gamma, beta)
+
+    def penalty(self, x: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor, point_weights: torch.Tensor,
+                truncate: bool = False) -> torch.Tensor:
+        """``[B]``: ``sum_n w_n q(sigmoid(logit_n))``, q(p) = p² (truncate: p² [p > 1/2]); one fused
+        pass for value and gradients (:func:`handgeom.ops.conditioned_mlp_penalty`) when
+        :meth:`forward` would be fused, plain torch otherwise."""
+        if self._fused():
+            return conditioned_mlp_penalty(x, point_weights, *self._fused_weights(), *self.modulation(gamma, beta),
+                                           truncate=truncate)
+        p = torch.sigmoid(self.forward_torch(x, gamma, beta))
+        q = p * p * (p > 0.5) if truncate else p * p
+        return (point_weights * q).sum(-1)
+
+    def _fused(self) -> bool:
+        frozen = not torch.is_grad_enabled() or not any(p.requires_grad for p in self.parameters())
+        return not self.training and frozen
+
+    def _fused_weights(self) -> tuple[torch.Tensor, ...]:
+        """w_in, b_in, w_hidden, b_hidden, w_out, b_out as the fused ops take them."""
+        return (self.fc_in.weight, self.fc_in.bias, torch.stack([m.weight for m in self.hidden]),
+                torch.stack([m.bias for m in self.hidden]), self.fc_out.weight[0], self.fc_out.bias)
 
     def forward_torch(self, x: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
         """The decoder as torch modules (batch statistics in train mode, running ones in eval)."""
@@ -148,6 +164,28 @@ class HandOccupancyNet(nn.Module):
                 approximation of the network, off by default. With ``HAND_CULL_MARGIN`` (3 cm) no
                 point of the hand model's volume is culled, so only the network's errors change.
         """
+        features, gamma, beta, index, valid = self._query(points, joints, cull_margin)
+        logits = self.decoder(features, gamma, beta)
+        if index is None:
+            return logits
+        full = points.new_full(points.shape[:2], OUTSIDE_LOGIT)
+        return full.scatter(1, index, torch.where(valid, logits, full.gather(1, index)))
+
+    def penalty(self, points: torch.Tensor, joints: torch.Tensor, cull_margin: float | None = None,
+                truncate: bool = False) -> torch.Tensor:
+        """``[B]``: ``sum_n q(sigmoid(net(points, joints)_n))`` with q(p) = p² (truncate: p² [p > 1/2]),
+        the intersection penalty of "Two Hands Are Better Than One"; in eval mode its value and
+        gradients come from one fused pass (:meth:`ConditionedDecoder.penalty`). Culled points
+        (``cull_margin``, as in :meth:`forward`) count 0."""
+        features, gamma, beta, index, valid = self._query(points, joints, cull_margin)
+        weights = features.new_ones(features.shape[:2]) if valid is None else valid.to(features.dtype)
+        return self.decoder.penalty(features, gamma, beta, weights, truncate)
+
+    def _query(self, points: torch.Tensor, joints: torch.Tensor, cull_margin: float | None):
+        """``(features, gamma, beta, index, valid)``: the decoder's inputs for the points, or with
+        culling for the kept points of each row first (stable, padded to the longest row: ``index
+        [B, K]`` into the points, ``valid [B, K]`` false on padding); index and valid are None
+        without culling."""
         if points.dim() != 3 or points.shape[-1] != 3:
             raise ValueError(f"HandOccupancyNet: points must have shape [B, N, 3], got {list(points.shape)}")
         if joints.shape != (points.shape[0], 21, 3):
@@ -157,19 +195,14 @@ class HandOccupancyNet(nn.Module):
         canonical_joints = (joints - origin[:, None]) @ rt
         canonical = (points - origin[:, None]) @ rt
         if cull_margin is None:
-            return self.decoder(bone_features(canonical, canonical_joints), gamma, beta)
+            return bone_features(canonical, canonical_joints), gamma, beta, None, None
         lo = canonical_joints.amin(1, keepdim=True) - cull_margin
         hi = canonical_joints.amax(1, keepdim=True) + cull_margin
         keep = ((canonical >= lo) & (canonical <= hi)).all(-1)  # [B, N]
-        # Kept points first in each row (stable), padded to the longest row.
         order = torch.sort(keep.to(torch.uint8), dim=1, descending=True, stable=True).indices
-        kept = int(keep.sum(1).max())
-        index = order[:, :kept]
+        index = order[:, :int(keep.sum(1).max())]
         selected = canonical.gather(1, index[..., None].expand(-1, -1, 3))
-        logits = self.decoder(bone_features(selected, canonical_joints), gamma, beta)
-        full = points.new_full(points.shape[:2], OUTSIDE_LOGIT)
-        valid = keep.gather(1, index)
-        return full.scatter(1, index, torch.where(valid, logits, full.gather(1, index)))
+        return bone_features(selected, canonical_joints), gamma, beta, index, keep.gather(1, index)
 
     @classmethod
     def pretrained(cls, device: torch.device | str | None = None) -> "HandOccupancyNet":

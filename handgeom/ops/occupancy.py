@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["conditioned_mlp"]
+__all__ = ["conditioned_mlp", "conditioned_mlp_penalty"]
 
 
 def conditioned_mlp(inputs: torch.Tensor, w_in: torch.Tensor, b_in: torch.Tensor, w_hidden: torch.Tensor,
@@ -39,13 +39,46 @@ def conditioned_mlp(inputs: torch.Tensor, w_in: torch.Tensor, b_in: torch.Tensor
         frozen (they must not require grad while grad mode is on: train with the torch module,
         ``handgeom.models.occupancy.ConditionedDecoder``).
     """
-    if torch.is_grad_enabled():
-        for name, w in (("w_in", w_in), ("b_in", b_in), ("w_hidden", w_hidden), ("b_hidden", b_hidden),
-                        ("w_out", w_out), ("b_out", b_out)):
-            if w.requires_grad:
-                raise ValueError(f"conditioned_mlp: {name} requires grad, but the fused op has no weight "
-                                 "gradients; freeze the weights (requires_grad_(False)) or train with the torch module")
+    _refuse_frozen_requiring_grad("conditioned_mlp", w_in=w_in, b_in=b_in, w_hidden=w_hidden, b_hidden=b_hidden,
+                                  w_out=w_out, b_out=b_out)
     return torch.ops.handgeom.conditioned_mlp(inputs, w_in, b_in, w_hidden, b_hidden, w_out, b_out, scale, shift)
+
+
+def conditioned_mlp_penalty(inputs: torch.Tensor, point_weights: torch.Tensor, w_in: torch.Tensor, b_in: torch.Tensor,
+                            w_hidden: torch.Tensor, b_hidden: torch.Tensor, w_out: torch.Tensor, b_out: torch.Tensor,
+                            scale: torch.Tensor, shift: torch.Tensor, truncate: bool = False) -> torch.Tensor:
+    r"""The weighted occupancy penalty of :func:`conditioned_mlp`'s logits, per sample, with its
+    gradients computed in the same pass (the intersection loss of "Two Hands Are Better Than One"):
+
+    .. math::
+        P_b = \sum_n w_{b,n}\, q(\mathrm{sigmoid}(\mathrm{logit}_{b,n})),\qquad
+        q(p) = p^2 \text{ (truncate: } p^2 [p > 1/2])
+
+    Backpropagating through ``conditioned_mlp`` repeats each tile's forward pass; here the forward
+    and reverse passes run once per tile, and the backward only scales the stored gradients by
+    ``dL/dP_b``.
+
+    Args:
+        inputs, w_in, b_in, w_hidden, b_hidden, w_out, b_out, scale, shift: as :func:`conditioned_mlp`.
+        point_weights: ``[B, N]`` each point's weight (e.g. 0 for padding), same dtype.
+        truncate: count only probabilities above 1/2 (the paper's variant).
+
+    Returns:
+        ``[B]``. Differentiable in ``inputs``, ``scale`` and ``shift`` (not in ``point_weights``;
+        the weights are frozen).
+    """
+    _refuse_frozen_requiring_grad("conditioned_mlp_penalty", point_weights=point_weights, w_in=w_in, b_in=b_in,
+                                  w_hidden=w_hidden, b_hidden=b_hidden, w_out=w_out, b_out=b_out)
+    return torch.ops.handgeom.conditioned_mlp_penalty(inputs, point_weights, w_in, b_in, w_hidden, b_hidden, w_out,
+                                                      b_out, scale, shift, truncate)[0]
+
+
+def _refuse_frozen_requiring_grad(op: str, **frozen: torch.Tensor) -> None:
+    if torch.is_grad_enabled():
+        for name, w in frozen.items():
+            if w.requires_grad:
+                raise ValueError(f"{op}: {name} requires grad, but the fused op has no gradient for it; freeze it "
+                                 "(requires_grad_(False)), or train the weights with the torch module")
 
 
 @torch.library.register_fake("handgeom::conditioned_mlp")
@@ -68,3 +101,23 @@ def _backward(ctx, grad_logits):
 
 
 torch.library.register_autograd("handgeom::conditioned_mlp", _backward, setup_context=_setup)
+
+
+@torch.library.register_fake("handgeom::conditioned_mlp_penalty")
+def _penalty_fake(inputs, point_weights, w_in, b_in, w_hidden, b_hidden, w_out, b_out, scale, shift, truncate):
+    return inputs.new_empty(inputs.shape[:1]), torch.empty_like(inputs), torch.empty_like(scale), torch.empty_like(shift)
+
+
+def _penalty_setup(ctx, inputs, output):
+    _, grad_inputs, grad_scale, grad_shift = output
+    ctx.mark_non_differentiable(grad_inputs, grad_scale, grad_shift)
+    ctx.save_for_backward(grad_inputs, grad_scale, grad_shift)
+
+
+def _penalty_backward(ctx, grad_penalty, *_):
+    grad_inputs, grad_scale, grad_shift = ctx.saved_tensors
+    g = grad_penalty[:, None, None]
+    return grad_inputs * g, None, None, None, None, None, None, None, grad_scale * g, grad_shift * g, None
+
+
+torch.library.register_autograd("handgeom::conditioned_mlp_penalty", _penalty_backward, setup_context=_penalty_setup)

@@ -53,19 +53,30 @@ Tensor forward_op(const Tensor& inputs, const Tensor& w_in, const Tensor& b_in, 
   return ops().forward(a.inputs, a.weights, a.scale, a.shift);
 }
 
+// The reverse pass behind both ops below: seed [B, N] is the gradient of the logits, or the
+// penalty's point weights (truncate set).
+template <DeviceOps (*ops)()>
+std::tuple<Tensor, Tensor, Tensor, Tensor> reverse_op(const Checker& ck, const Tensor& seed, const char* seed_name,
+                                                      const Tensor& inputs, const Tensor& w_in, const Tensor& b_in,
+                                                      const Tensor& w_hidden, const Tensor& b_hidden,
+                                                      const Tensor& w_out, const Tensor& b_out, const Tensor& scale,
+                                                      const Tensor& shift, std::optional<bool> truncate) {
+  const Args a = validate(ck, inputs, w_in, b_in, w_hidden, b_hidden, w_out, b_out, scale, shift);
+  ck.shape(seed, seed_name, {inputs.size(0), inputs.size(1)});
+  ck.same_dtype(seed, seed_name, inputs, "inputs");
+  ck.same_device(seed, seed_name, inputs, "inputs");
+  const c10::DeviceGuard guard(inputs.device());
+  return ops().reverse(seed.contiguous(), a.inputs, a.weights, a.scale, a.shift, truncate);
+}
+
 template <DeviceOps (*ops)()>
 std::tuple<Tensor, Tensor, Tensor> backward_op(const Tensor& grad_logits, const Tensor& inputs, const Tensor& w_in,
                                                const Tensor& b_in, const Tensor& w_hidden, const Tensor& b_hidden,
                                                const Tensor& w_out, const Tensor& b_out, const Tensor& scale,
                                                const Tensor& shift) {
-  const Checker ck("conditioned_mlp_backward");
-  const Args a = validate(ck, inputs, w_in, b_in, w_hidden, b_hidden, w_out, b_out, scale, shift);
-  ck.shape(grad_logits, "grad_logits", {inputs.size(0), inputs.size(1)});
-  ck.same_dtype(grad_logits, "grad_logits", inputs, "inputs");
-  ck.same_device(grad_logits, "grad_logits", inputs, "inputs");
-  const c10::DeviceGuard guard(inputs.device());
   const auto [grad_inputs, grad_scale, grad_shift, none] =
-      ops().reverse(grad_logits.contiguous(), a.inputs, a.weights, a.scale, a.shift, std::nullopt);
+      reverse_op<ops>(Checker("conditioned_mlp_backward"), grad_logits, "grad_logits", inputs, w_in, b_in, w_hidden,
+                      b_hidden, w_out, b_out, scale, shift, std::nullopt);
   return {grad_inputs, grad_scale, grad_shift};
 }
 
@@ -74,14 +85,9 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> penalty_op(const Tensor& inputs, cons
                                                       const Tensor& w_in, const Tensor& b_in, const Tensor& w_hidden,
                                                       const Tensor& b_hidden, const Tensor& w_out, const Tensor& b_out,
                                                       const Tensor& scale, const Tensor& shift, bool truncate) {
-  const Checker ck("conditioned_mlp_penalty");
-  const Args a = validate(ck, inputs, w_in, b_in, w_hidden, b_hidden, w_out, b_out, scale, shift);
-  ck.shape(point_weights, "point_weights", {inputs.size(0), inputs.size(1)});
-  ck.same_dtype(point_weights, "point_weights", inputs, "inputs");
-  ck.same_device(point_weights, "point_weights", inputs, "inputs");
-  const c10::DeviceGuard guard(inputs.device());
   const auto [grad_inputs, grad_scale, grad_shift, penalty] =
-      ops().reverse(point_weights.contiguous(), a.inputs, a.weights, a.scale, a.shift, truncate);
+      reverse_op<ops>(Checker("conditioned_mlp_penalty"), point_weights, "point_weights", inputs, w_in, b_in, w_hidden,
+                      b_hidden, w_out, b_out, scale, shift, truncate);
   return {penalty, grad_inputs, grad_scale, grad_shift};
 }
 

@@ -178,6 +178,18 @@ def test_cuda_matches_cpu():
         torch.testing.assert_close(g.cpu(), c, rtol=1e-4, atol=1e-4)
 
 
+@requires_cuda
+def test_cuda_penalty_matches_cpu():
+    args = penalty_args(dtype=torch.float32, features=43, width=64, points=300)
+    results = []
+    for device in ("cpu", "cuda"):
+        leaves = [a.to(device).requires_grad_(i in (0, 8, 9)) for i, a in enumerate(args)]
+        y = conditioned_mlp_penalty(*leaves, truncate=True)
+        results.append([y, *torch.autograd.grad(y.sum(), [leaves[i] for i in (0, 8, 9)])])
+    for c, g in zip(*results):
+        torch.testing.assert_close(g.cpu(), c, rtol=1e-4, atol=1e-4)
+
+
 # ---------------------------------------------------------------------------------------------
 # The network
 

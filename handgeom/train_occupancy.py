@@ -8,9 +8,9 @@ the limits, a uniformly random global rotation, bone lengths ±10%), the fine ha
 points labelled by the exact ray-casting inside test (:func:`handgeom.ops.points_inside_mesh`):
 7/16 uniform in the mesh's bounding box grown by 1 cm, 1/16 uniform in a 40 cm cube around it,
 half near the surface (area-weighted surface samples displaced by Gaussian noise of 1 mm, 3 mm or
-1 cm). Adam with a cosine learning-rate
-schedule; batch norm statistics are recomputed at the end (cumulative average over fresh
-batches), then IoU is measured on held-out poses on a 50^3 grid over each hand.
+1 cm). Adam with a cosine learning-rate schedule; batch norm statistics are recomputed at the end
+(cumulative average over fresh batches), then IoU is measured on held-out poses on a 50^3 grid
+over each hand. The defaults wrote the shipped weights (12 minutes on 2 threads).
 """
 
 from __future__ import annotations

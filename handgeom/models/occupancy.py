@@ -92,6 +92,11 @@ class ConditionedDecoder(nn.Module):
         if self._fused():
             return conditioned_mlp_penalty(x, point_weights, *self._fused_weights(), *self.modulation(gamma, beta),
                                            truncate=truncate)
+        return self.penalty_torch(x, gamma, beta, point_weights, truncate)
+
+    def penalty_torch(self, x: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor, point_weights: torch.Tensor,
+                      truncate: bool = False) -> torch.Tensor:
+        """:meth:`penalty` of :meth:`forward_torch`'s logits."""
         p = torch.sigmoid(self.forward_torch(x, gamma, beta))
         q = p * p * (p > 0.5) if truncate else p * p
         return (point_weights * q).sum(-1)

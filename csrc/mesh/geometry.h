@@ -92,11 +92,15 @@ HG_HOST_DEVICE bool intersect(const Ray<T>& r, Vec3<T> a, Vec3<T> b, Vec3<T> c, 
 }
 
 // Parameter interval in which a ray is inside an axis-aligned box, intersected with [t0, t1].
+// Relative slack of the box tests: a few ulps (see ray_box).
+template <typename T>
+HG_HOST_DEVICE constexpr T box_slack() { return T(1) + T(4) * std::numeric_limits<T>::epsilon(); }
+
 // Whether a ray meets an axis-aligned box within [t0, t1]. The interval's far end is widened by a
 // few ulps (Ize 2013, "Robust BVH Ray Traversal"), so rounding never culls a box whose boundary
 // the ray touches at a triangle's vertex or edge. NaN rays meet nothing.
 template <typename T>
-HG_HOST_DEVICE bool ray_box(const Ray<T>& r, const T* box, T t0, T t1) {
+HG_HOST_DEVICE bool ray_box(const Ray<T>& r, const T* box, T t0, T t1, T* entry = nullptr) {
   for (int k = 0; k < 3; ++k) {
     const T o = r.org[k], lo = box[k], hi = box[3 + k];
     if (r.dir[k] == T(0)) {
@@ -107,8 +111,8 @@ HG_HOST_DEVICE bool ray_box(const Ray<T>& r, const T* box, T t0, T t1) {
     t0 = hg_max(t0, hg_min(ta, tb));
     t1 = hg_min(t1, hg_max(ta, tb));
   }
-  constexpr T kSlack = T(1) + T(4) * std::numeric_limits<T>::epsilon();
-  return t0 <= t1 * kSlack;
+  if (entry != nullptr) *entry = t0;  // where the ray enters the box (clipped to [t0, t1])
+  return t0 <= t1 * box_slack<T>();
 }
 
 // Squared distance from p to a box (0 inside), via the clamped point: min/max instructions, where

@@ -216,17 +216,49 @@ HG_HOST_DEVICE int winding_along(const Bvh<T>& bvh, int64_t b, const Ray<T>& ray
   return winding;
 }
 
-// Nearest hit along a ray: slot (-1 for a miss) and the hit; ties go to the lower slot.
+// Nearest hit along a ray: slot (-1 for a miss) and the hit; ties go to the lower slot. Front to
+// back: of two children the nearer entered is visited first, and a node entered beyond the best
+// hit so far is skipped, so most rays stop after the first leaves they meet.
 template <typename T>
 HG_HOST_DEVICE int64_t first_hit(const Bvh<T>& bvh, int64_t b, const Ray<T>& ray, RayHit<T>& best) {
   int64_t best_slot = -1;
   best.t = std::numeric_limits<T>::infinity();
-  trace(bvh, b, ray, best.t, [&](int64_t s, const RayHit<T>& hit) {
-    if (hit.t < best.t || (hit.t == best.t && s < best_slot)) {
-      best = hit;
-      best_slot = s;
+  int64_t stack[kStackSize];
+  T stack_t[kStackSize];
+  int top = 0;
+  T entry;
+  if (ray_box(ray, bvh.box(b, 0), T(0), best.t, &entry)) {
+    stack[top] = 0;
+    stack_t[top++] = entry;
+  }
+  while (top > 0) {
+    --top;
+    const int64_t node = stack[top];
+    if (!(stack_t[top] <= best.t * box_slack<T>())) continue;
+    if (bvh.is_leaf(node)) {
+      bvh.for_each_triangle(b, node, [&](int64_t s, Vec3<T> a, Vec3<T> p, Vec3<T> c) {
+        RayHit<T> hit;
+        if (intersect(ray, a, p, c, hit) && (hit.t < best.t || (hit.t == best.t && s < best_slot))) {
+          best = hit;
+          best_slot = s;
+        }
+      });
+      continue;
     }
-  });
+    T t_left, t_right;
+    const bool left = ray_box(ray, bvh.box(b, 2 * node + 1), T(0), best.t, &t_left);
+    const bool right = ray_box(ray, bvh.box(b, 2 * node + 2), T(0), best.t, &t_right);
+    const bool left_first = left && (!right || t_left <= t_right);
+    // push the later child first, so that the nearer one is popped next
+    if (left && right) {
+      stack[top] = left_first ? 2 * node + 2 : 2 * node + 1;
+      stack_t[top++] = left_first ? t_right : t_left;
+    }
+    if (left || right) {
+      stack[top] = left_first ? 2 * node + 1 : 2 * node + 2;
+      stack_t[top++] = left_first ? t_left : t_right;
+    }
+  }
   return best_slot;
 }
 

@@ -1,0 +1,163 @@
+"""Procedural closed objects for the hand-object scenes: eight shapes with random proportions, 4 to
+15 cm across, as fixed-size triangle meshes.
+
+Every mesh is closed and outward-oriented. Two topologies build all of them: a latitude-longitude
+sphere (a ring of ``SEGMENTS`` vertices per latitude, a vertex at each pole) whose rings are placed
+by a profile or a radial function, and a torus grid. The mug is a closed body and a handle torus
+whose ends are buried in it: a union of two closed shells, which the inside test (non-zero
+winding) treats as one solid. Meshes are padded to ``OBJECT_VERTS`` vertices and ``OBJECT_FACES``
+faces with copies of vertex 0 and faces ``(0, 0, 0)``, so that a batch needs no ragged tensors:
+zero-area faces are never hit by a ray and never closer than the surface they sit on.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+__all__ = ["OBJECT_CLASSES", "OBJECT_VERTS", "OBJECT_FACES", "make_object"]
+
+OBJECT_CLASSES = ("box", "cylinder", "sphere", "ellipsoid", "capsule", "torus", "bottle", "mug")
+RINGS, SEGMENTS = 24, 32  # latitude-longitude sphere: RINGS - 1 rings between the poles
+TORUS_MAJOR, TORUS_MINOR = 32, 12
+
+
+def _sphere_faces() -> torch.Tensor:
+    """Faces of the latitude-longitude sphere: vertex 0 the bottom pole, then the rings, then the
+    top pole; outward when ring ``k`` is above ring ``k - 1`` and each ring turns counter-clockwise
+    seen from the top."""
+    n, s = RINGS - 1, SEGMENTS
+    j = torch.arange(s)
+    faces = [torch.stack([torch.zeros_like(j), 1 + (j + 1) % s, 1 + j], 1)]
+    for k in range(n - 1):
+        a, b = 1 + k * s + j, 1 + k * s + (j + 1) % s
+        faces += [torch.stack([a, b, b + s], 1), torch.stack([a, b + s, a + s], 1)]
+    top = 1 + n * s
+    faces.append(torch.stack([torch.full_like(j, top), 1 + (n - 1) * s + j, 1 + (n - 1) * s + (j + 1) % s], 1))
+    return torch.cat(faces)
+
+
+def _torus_faces(offset: int = 0) -> torch.Tensor:
+    i, j = torch.meshgrid(torch.arange(TORUS_MAJOR), torch.arange(TORUS_MINOR), indexing="ij")
+    a = i * TORUS_MINOR + j
+    b = ((i + 1) % TORUS_MAJOR) * TORUS_MINOR + j
+    c = ((i + 1) % TORUS_MAJOR) * TORUS_MINOR + (j + 1) % TORUS_MINOR
+    d = i * TORUS_MINOR + (j + 1) % TORUS_MINOR
+    return torch.cat([torch.stack([a, b, c], -1).view(-1, 3), torch.stack([a, c, d], -1).view(-1, 3)]) + offset
+
+
+def _sphere_dirs() -> torch.Tensor:
+    """Unit directions of the sphere's vertices, ``[2 + (RINGS - 1) SEGMENTS, 3]``."""
+    polar = torch.arange(1, RINGS, dtype=torch.float64) * math.pi / RINGS  # from the bottom pole
+    phi = torch.arange(SEGMENTS, dtype=torch.float64) * 2 * math.pi / SEGMENTS
+    z = -torch.cos(polar)[:, None].expand(-1, SEGMENTS)
+    r = torch.sin(polar)[:, None]
+    rings = torch.stack([r * torch.cos(phi), r * torch.sin(phi), z], -1).reshape(-1, 3)
+    pole = torch.tensor([[0.0, 0.0, 1.0]], dtype=torch.float64)
+    return torch.cat([-pole, rings, pole])
+
+
+def _revolution(profile: torch.Tensor) -> torch.Tensor:
+    """Sphere-topology vertices of a surface of revolution about z: ``profile [RINGS + 1, 2]``
+    gives ``(radius, z)`` from the bottom pole (radius 0) to the top pole (radius 0)."""
+    phi = torch.arange(SEGMENTS, dtype=torch.float64) * 2 * math.pi / SEGMENTS
+    r, z = profile[1:-1, 0:1], profile[1:-1, 1:2].expand(-1, SEGMENTS)
+    rings = torch.stack([r * torch.cos(phi), r * torch.sin(phi), z], -1).reshape(-1, 3)
+    poles = torch.nn.functional.pad(profile[[0, -1], 1:], (2, 0))  # (0, 0, z) of each pole
+    return torch.cat([poles[:1], rings, poles[1:]])
+
+
+def _polyline(points: list[tuple[float, float]], n: int) -> torch.Tensor:
+    """``n`` points evenly spaced by arc length along a polyline ``[(r, z), ...]``."""
+    p = torch.tensor(points, dtype=torch.float64)
+    seg = (p[1:] - p[:-1]).norm(dim=1)
+    cum = torch.cat([torch.zeros(1, dtype=torch.float64), seg.cumsum(0)])
+    s = torch.linspace(0, float(cum[-1]), n, dtype=torch.float64)
+    k = torch.bucketize(s, cum[1:-1])
+    w = ((s - cum[k]) / seg[k]).clamp(0, 1)[:, None]
+    return p[k] + w * (p[k + 1] - p[k])
+
+
+def _rounded_profile(radius: float, half_height: float, rounding: float, n: int) -> list[tuple[float, float]]:
+    """Cylinder profile with edges rounded by ``rounding`` (a quarter circle of points per edge)."""
+    arc = [(math.sin(a), math.cos(a)) for a in torch.linspace(0, math.pi / 2, n).tolist()]
+    bottom = [(radius - rounding + rounding * s, -half_height + rounding - rounding * c) for s, c in arc]
+    top = [(radius - rounding + rounding * c, half_height - rounding + rounding * s) for s, c in arc]
+    return [(0.0, -half_height)] + bottom + top + [(0.0, half_height)]
+
+
+def _torus(major: float, minor: float) -> torch.Tensor:
+    u = torch.arange(TORUS_MAJOR, dtype=torch.float64) * 2 * math.pi / TORUS_MAJOR
+    v = torch.arange(TORUS_MINOR, dtype=torch.float64) * 2 * math.pi / TORUS_MINOR
+    u, v = torch.meshgrid(u, v, indexing="ij")
+    ring = major + minor * torch.cos(v)
+    return torch.stack([ring * torch.cos(u), ring * torch.sin(u), minor * torch.sin(v)], -1).reshape(-1, 3)
+
+
+SPHERE_FACES = _sphere_faces()
+SPHERE_VERTS = 2 + (RINGS - 1) * SEGMENTS
+TORUS_FACES = _torus_faces()
+OBJECT_VERTS = SPHERE_VERTS + TORUS_MAJOR * TORUS_MINOR  # the mug, the largest
+OBJECT_FACES = SPHERE_FACES.shape[0] + TORUS_FACES.shape[0]
+
+
+def _uniform(g: torch.Generator, lo: float, hi: float) -> float:
+    return lo + (hi - lo) * float(torch.rand((), generator=g, dtype=torch.float64))
+
+
+def _shape(name: str, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Unpadded ``(verts, faces)`` of one object with unit largest extent (about 1), centred."""
+    if name == "sphere":
+        return _sphere_dirs() * 0.5, SPHERE_FACES
+    if name == "ellipsoid":
+        axes = torch.tensor([0.5, _uniform(g, 0.2, 0.45), _uniform(g, 0.15, 0.4)], dtype=torch.float64)
+        return _sphere_dirs() * axes, SPHERE_FACES
+    if name == "box":  # a superellipsoid with exponent 10: a box with slightly rounded edges
+        half = torch.tensor([0.5, _uniform(g, 0.15, 0.5), _uniform(g, 0.1, 0.5)], dtype=torch.float64)
+        d = _sphere_dirs()
+        return d / ((d.abs() / half) ** 10).sum(1, keepdim=True) ** 0.1, SPHERE_FACES
+    if name == "cylinder":
+        radius, half = _uniform(g, 0.12, 0.5), 0.5
+        profile = _polyline(_rounded_profile(radius, half, 0.15 * radius, 4), RINGS + 1)
+        return _revolution(profile), SPHERE_FACES
+    if name == "capsule":
+        radius = _uniform(g, 0.12, 0.3)
+        polar = torch.linspace(0, math.pi, RINGS + 1, dtype=torch.float64)
+        cap = torch.where(polar < math.pi / 2, -1.0, 1.0) * (0.5 - radius)  # hemispheres apart by the shaft
+        profile = torch.stack([radius * torch.sin(polar), -radius * torch.cos(polar) + cap], 1)
+        return _revolution(profile), SPHERE_FACES
+    if name == "bottle":
+        r, neck = _uniform(g, 0.14, 0.22), _uniform(g, 0.05, 0.08)
+        body, shoulder = _uniform(g, 0.05, 0.2), _uniform(g, 0.25, 0.32)
+        points = ([(0.0, -0.5)] + _rounded_profile(r, 0.5, 0.1 * r, 3)[1:4]
+                  + [(r, body), (neck, shoulder), (neck, 0.47), (neck * 0.8, 0.5), (0.0, 0.5)])
+        return _revolution(_polyline(points, RINGS + 1)), SPHERE_FACES
+    if name == "torus":
+        minor = _uniform(g, 0.06, 0.15)
+        return _torus(0.5 - minor, minor), TORUS_FACES
+    if name == "mug":
+        r, half = _uniform(g, 0.25, 0.33), 0.4
+        body = _revolution(_polyline(_rounded_profile(r, half, 0.1 * r, 3), RINGS + 1))
+        minor, major = 0.05, 0.2
+        handle = _torus(major, minor)[:, [0, 2, 1]]  # the ring in the xz plane
+        handle[:, 0] += r + major - 2.2 * minor  # both ends sunk into the body's wall
+        verts = torch.cat([body, handle])
+        return verts - (verts.amax(0) + verts.amin(0)) / 2, torch.cat([SPHERE_FACES, TORUS_FACES + SPHERE_VERTS])
+    raise ValueError(f"make_object: unknown object class {name!r}; known: {OBJECT_CLASSES}")
+
+
+def make_object(name: str, size: float, generator: torch.Generator | None = None,
+                pad: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """A closed object ``(verts [V, 3] float64 metres, faces [F, 3] int64)``, centred on its
+    bounding box, its largest extent ``size`` metres, proportions drawn with ``generator``.
+    ``pad`` fills it to ``OBJECT_VERTS`` / ``OBJECT_FACES`` (see the module docstring)."""
+    if not 0 < size < float("inf"):
+        raise ValueError(f"make_object: size must be a positive length in metres, got {size}")
+    g = generator if generator is not None else torch.Generator().manual_seed(0)
+    verts, faces = _shape(name, g)
+    verts = verts * (size / float((verts.amax(0) - verts.amin(0)).max()))
+    if pad:
+        verts = torch.cat([verts, verts[:1].expand(OBJECT_VERTS - verts.shape[0], 3)])
+        faces = torch.cat([faces, faces.new_zeros(OBJECT_FACES - faces.shape[0], 3)])
+    return verts, faces.long()

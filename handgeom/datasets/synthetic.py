@@ -1,0 +1,402 @@
+"""Synthetic hand scenes: posed with :class:`~handgeom.hand.HandModel`, placed with handgeom's mesh
+queries, rendered with its ray casting (:mod:`handgeom.render`).
+
+Three map-style datasets, ``Cls(size, image_size=256, seed=0, **options)``, whose sample ``i`` is
+a pure function of ``(seed, i)`` (its own random generator, seeded from both): the same on every
+call, in every DataLoader worker and on every machine; a held-out split is another seed.
+
+- :class:`SyntheticInteractingHands`: a right and a left hand in close interaction, intersection-free.
+- :class:`SyntheticHandObject`: a right hand grasping one of eight procedural objects.
+- :class:`SyntheticSingleHand`: one hand in a random pose and view.
+
+Each scene is built in a world frame, then seen by a pinhole camera from a uniformly random
+direction (all of SO(3)) at a random distance, aimed at the scene's centre, and cropped so that the
+scene fills ``CROP_FILL`` of a square crop (the interacting-hands papers' preprocessing); ``K`` is
+the crop's. Images: Lambertian shading with ambient light and a random light direction, a random
+skin tone per hand and colour per object, over a procedural background (a colour gradient, value
+noise, random discs and boxes). Samples are dicts with the keys of :mod:`handgeom.datasets.sample`.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from handgeom.datasets.augment import photometric
+from handgeom.datasets.objects import OBJECT_CLASSES, make_object
+from handgeom.datasets.sample import (HAND_LABELS, OBJECT_LABEL, SIDES, crop_camera, hand_entries, hand_model,
+                                      hands_to_camera, render_labels)
+from handgeom.hand import HandParams
+from handgeom.hand.kinematics import quaternion_to_matrix, rotation_matrix
+from handgeom.ops.mesh import MeshBVH, points_inside_mesh, ray_mesh_intersect, signed_distance
+from handgeom.render import cast, interpolate, pinhole_rays, shade, vertex_normals
+
+__all__ = ["SyntheticInteractingHands", "SyntheticHandObject", "SyntheticSingleHand"]
+
+F64 = torch.float64
+TIPS = (4, 8, 12, 16, 20)
+SEPARATION_EPS = 1e-4  # metres beyond the last crossing, so that the separated points are strictly outside
+
+
+def _uniform(g: torch.Generator, lo: float, hi: float, shape: tuple[int, ...] = ()) -> torch.Tensor:
+    return lo + (hi - lo) * torch.rand(shape, generator=g, dtype=F64)
+
+
+def _rotation(g: torch.Generator) -> torch.Tensor:
+    """Uniformly random rotation (normalized Gaussian quaternion)."""
+    return quaternion_to_matrix(torch.nn.functional.normalize(torch.randn(4, generator=g, dtype=F64), dim=0))
+
+
+def _unit(g: torch.Generator) -> torch.Tensor:
+    return torch.nn.functional.normalize(torch.randn(3, generator=g, dtype=F64), dim=0)
+
+
+def _frame_with_z(n: torch.Tensor, spin: float) -> torch.Tensor:
+    """A rotation whose z axis is ``n``, turned by ``spin`` radians about it."""
+    helper = torch.tensor([1.0, 0.0, 0.0], dtype=F64) if abs(float(n[0])) < 0.9 else torch.tensor([0.0, 1.0, 0.0], dtype=F64)
+    x = torch.nn.functional.normalize(torch.linalg.cross(helper, n), dim=0)
+    y = torch.linalg.cross(n, x)
+    c, s = math.cos(spin), math.sin(spin)
+    return torch.stack([c * x + s * y, -s * x + c * y, n], 1)
+
+
+def _posed(side: str, params: HandParams, resolution: str) -> tuple[torch.Tensor, torch.Tensor]:
+    out = hand_model(side, resolution)(params)
+    return out.joints, out.verts
+
+
+# barycentric weights of the points per face, besides the vertices, that the collision tests use
+_FACE_POINTS = torch.tensor([[1 / 3, 1 / 3, 1 / 3], [2 / 3, 1 / 6, 1 / 6], [1 / 6, 2 / 3, 1 / 6], [1 / 6, 1 / 6, 2 / 3]],
+                            dtype=F64)
+
+
+def _surface_points(verts: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
+    """A mesh's vertices and four points inside each face: the points whose inside tests decide
+    a collision (a finger edge can still cross another surface between them; the datasets'
+    benchmark measures what volume that leaves)."""
+    return torch.cat([verts, (_FACE_POINTS @ verts[faces]).reshape(-1, 3)])
+
+
+def _separation(moving: torch.Tensor, fixed: torch.Tensor, moving_bvh: MeshBVH, fixed_bvh: MeshBVH,
+                direction: torch.Tensor) -> float:
+    """The smallest shift ``s >= 0`` of the moving mesh along the unit ``direction`` beyond which
+    no moving point (``[N, 3]``, at shift 0) is inside the fixed mesh and no fixed point inside the
+    moving mesh, for every larger shift: exactly the largest last crossing of the rays from the
+    moving points along ``direction`` with the fixed mesh, and from the fixed points along
+    ``-direction`` with the moving mesh. Each last crossing is the first hit of the ray cast back
+    from far beyond both meshes, so this is two calls of :func:`ray_mesh_intersect`."""
+    moving, fixed = moving.float(), fixed.float()
+    both = torch.cat([moving, fixed])
+    far = 2 * float((both.amax(0) - both.amin(0)).norm()) + 1.0
+    shift = 0.0
+    for points, bvh, d in ((moving, fixed_bvh, direction), (fixed, moving_bvh, -direction)):
+        origins = points + far * d.float()
+        t, _, _ = ray_mesh_intersect(origins[None], (-d).float().expand_as(origins)[None], None, bvh.faces, bvh=bvh)
+        shift = max(shift, float((far - t).clamp_min(0).max()))
+    return shift
+
+
+class _Scenes(Dataset):
+    """Shared camera, rendering and sample assembly; subclasses build the world-frame scene."""
+
+    tag = 0  # distinguishes the datasets' random streams
+
+    def __init__(self, size: int, image_size: int = 256, seed: int = 0, *, resolution: str = "coarse",
+                 supersample: int = 1, distance: tuple[float, float] = (0.3, 1.0), noise: bool = False,
+                 transform=None):
+        if not isinstance(size, int) or size < 0:
+            raise ValueError(f"{type(self).__name__}: size must be a non-negative int, got {size!r}")
+        if not isinstance(image_size, int) or image_size < 8:
+            raise ValueError(f"{type(self).__name__}: image_size must be an int >= 8, got {image_size!r}")
+        if not isinstance(supersample, int) or supersample < 1:
+            raise ValueError(f"{type(self).__name__}: supersample must be a positive int, got {supersample!r}")
+        if not 0 < distance[0] <= distance[1]:
+            raise ValueError(f"{type(self).__name__}: distance must be (near, far) metres with 0 < near <= far, "
+                             f"got {distance}")
+        self.size, self.image_size, self.seed = size, image_size, int(seed)
+        self.resolution, self.supersample, self.distance, self.noise = resolution, supersample, distance, noise
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return self.size
+
+    def generator(self, index: int) -> torch.Generator:
+        """The random generator of sample ``index``: seeded from ``(dataset, seed, index)`` by
+        NumPy's SeedSequence, so that nearby seeds and indices give unrelated streams."""
+        state = np.random.SeedSequence([self.tag, self.seed & 0xFFFFFFFF, self.seed >> 32, index]).generate_state(2)
+        return torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        if not -self.size <= index < self.size:
+            raise IndexError(f"{type(self).__name__}: index {index} out of range for size {self.size}")
+        index %= self.size
+        g = self.generator(index)
+        hands, obj = self.scene(g)
+        sample = self.render(hands, obj, g)
+        return self.transform(sample) if self.transform is not None else sample
+
+    def scene(self, g: torch.Generator) -> tuple[dict[str, HandParams], tuple | None]:
+        """World-frame hand parameters by side, and the object ``(verts, faces, class)`` or None."""
+        raise NotImplementedError
+
+    def render(self, hands: dict[str, HandParams], obj: tuple | None, g: torch.Generator) -> dict[str, torch.Tensor]:
+        # camera: a random view direction and spin, at a random distance, aimed at the scene's centre
+        posed = {side: _posed(side, p, self.resolution) for side, p in hands.items()}
+        points = torch.cat([v for _, v in posed.values()] + ([obj[0]] if obj else []))
+        centre = (points.amin(0) + points.amax(0)) / 2
+        R = _rotation(g)
+        t = torch.tensor([0.0, 0.0, float(_uniform(g, *self.distance))], dtype=F64) - R @ centre
+        K = crop_camera(torch.eye(3, dtype=F64), points @ R.T + t, self.image_size,
+                        centre_shift=tuple(_uniform(g, -0.03, 0.03, (2,)).tolist()))
+        hands_cam = {side: hands_to_camera(p, R, t) for side, p in hands.items()}
+        posed_cam = {side: (j @ R.T + t, v @ R.T + t) for side, (j, v) in posed.items()}  # = the model's, moved
+        sample = hand_entries(hands_cam, K, self.resolution, posed=posed_cam)
+        meshes, labels = [], []
+        for slot, side in enumerate(SIDES):
+            if side in hands:
+                meshes.append((posed_cam[side][1], hand_model(side, self.resolution).faces))
+                labels.append(HAND_LABELS[slot])
+        if obj is not None:
+            verts, faces, cls = obj
+            meshes.append((verts @ R.T + t, faces))
+            labels.append(OBJECT_LABEL)
+            sample.update(object_verts=meshes[-1][0].float(), object_faces=faces,
+                          object_pose=torch.cat([R, t[:, None]], 1).float(), object_class=torch.tensor(cls))
+        frags, entries = render_labels(meshes, labels, K, self.image_size, self.resolution, normals=True)
+        normals = entries.pop("normals")
+        sample.update(entries)
+        sample["K"] = K.float()
+        sample["image"] = self._shade(meshes, labels, K, frags, normals, g)
+        return sample
+
+    def _shade(self, meshes, labels, K, frags, normals, g) -> torch.Tensor:
+        size, s = self.image_size, self.supersample
+        albedo = torch.stack([_skin(g) if lab in HAND_LABELS else _object_colour(g) for lab in labels]).float()
+        light = torch.nn.functional.normalize(torch.tensor([0.0, 0.0, -1.0]) + 0.8 * _unit(g).float(), dim=0)
+        ambient = float(_uniform(g, 0.25, 0.5))
+        background = _background(size, g)
+        dirs = pinhole_rays(K, size, size, s).reshape(-1, 3).float()
+        if s > 1:  # the image from s x s rays per pixel; the labels stay the pixel centres'
+            meshes = [(v.float(), f) for v, f in meshes]
+            frags = cast(meshes, torch.zeros(3), dirs)
+            normals = interpolate([vertex_normals(v, f) for v, f in meshes], meshes, frags)
+        lit = shade(albedo[frags.mesh.clamp_min(0)], torch.nn.functional.normalize(normals, dim=-1), dirs, light, ambient)
+        bg = background.permute(1, 2, 0)
+        if s > 1:
+            bg = bg.repeat_interleave(s, 0).repeat_interleave(s, 1)
+        image = torch.where(frags.hit[:, None], lit, bg.reshape(-1, 3)).view(size, s, size, s, 3).mean((1, 3))
+        image = image.permute(2, 0, 1).clamp(0, 1).contiguous()
+        return photometric(image, g) if self.noise else image
+
+
+def _skin(g: torch.Generator) -> torch.Tensor:
+    """A skin tone: between a light and a dark reference tone, with a little per-channel jitter."""
+    light, dark = torch.tensor([0.96, 0.80, 0.69], dtype=F64), torch.tensor([0.36, 0.23, 0.16], dtype=F64)
+    a = _uniform(g, 0, 1)
+    return ((1 - a) * light + a * dark) * _uniform(g, 0.92, 1.08, (3,))
+
+
+def _object_colour(g: torch.Generator) -> torch.Tensor:
+    return _uniform(g, 0.05, 0.95, (3,))
+
+
+def _background(size: int, g: torch.Generator) -> torch.Tensor:
+    """``[3, size, size]`` float32: a colour gradient, plus value noise, plus a few discs and boxes."""
+    ys, xs = torch.meshgrid(*(torch.linspace(-1, 1, size),) * 2, indexing="ij")
+    a, b = _uniform(g, 0, 1, (3, 1, 1)).float(), _uniform(g, 0, 1, (3, 1, 1)).float()
+    angle = float(_uniform(g, 0, 2 * math.pi))
+    ramp = ((math.cos(angle) * xs + math.sin(angle) * ys + 1) / 2).clamp(0, 1)
+    image = a + (b - a) * ramp
+    cells = int(torch.randint(3, 12, (), generator=g))
+    noise = torch.nn.functional.interpolate(torch.rand(1, 3, cells, cells, generator=g), size=(size, size),
+                                            mode="bilinear", align_corners=False)[0]
+    image = image + float(_uniform(g, 0, 0.4)) * (noise - 0.5)
+    for _ in range(int(torch.randint(0, 6, (), generator=g))):
+        cx, cy, r = (float(x) for x in _uniform(g, 0, 1, (3,)) * torch.tensor([2.0, 2.0, 0.45], dtype=F64) - torch.tensor([1.0, 1.0, -0.05], dtype=F64))
+        if bool(torch.rand((), generator=g) < 0.5):
+            inside = (xs - cx) ** 2 + (ys - cy) ** 2 < r ** 2
+        else:
+            inside = ((xs - cx).abs() < r) & ((ys - cy).abs() < r * float(_uniform(g, 0.3, 1.5)))
+        image = torch.where(inside, torch.rand(3, 1, 1, generator=g), image)
+    return image.clamp(0, 1)
+
+
+def _sample_hand(side: str, g: torch.Generator, resolution: str) -> HandParams:
+    """A random pose from the hand model's sampler, random rotation, bone lengths jittered by 5 %
+    and a random size (scale 0.85-1.1), at the origin."""
+    params = hand_model(side, resolution).sample_poses(1, g, global_rotation=True, length_jitter=0.05, dtype=F64)[0]
+    params.scale = _uniform(g, 0.85, 1.1)
+    return params
+
+
+class SyntheticInteractingHands(_Scenes):
+    """A right and a left hand in close interaction, as in InterHand2.6M's interacting subset.
+
+    Both poses come from the hand model's sampler with random global rotations; the left hand
+    approaches the right along a random direction (its centre offset sideways by up to
+    ``lateral`` metres) and stops where the two surfaces first stop intersecting: the smallest
+    shift after which no vertex or face centroid of either hand is inside the other by the exact
+    inside test (nested sweeps, 0.2 mm apart at the end). Then, with probability ``contact``, it
+    moves on by a gap of at most 1 cm (``near_gap``), else by 1 to 8 cm (``far_gap``). The remaining
+    intersection volume (edges crossing between the tested points) is measured by
+    ``benchmarks/bench_datasets.py``. Options: see :class:`_Scenes` (``resolution``, ``supersample``,
+    ``distance``, ``noise``, ``transform``).
+    """
+
+    tag = 1
+
+    def __init__(self, size: int, image_size: int = 256, seed: int = 0, *, contact: float = 0.7,
+                 lateral: float = 0.03, near_gap: tuple[float, float] = (0.0005, 0.01),
+                 far_gap: tuple[float, float] = (0.01, 0.08), **options):
+        super().__init__(size, image_size, seed, **options)
+        if not 0 <= contact <= 1:
+            raise ValueError(f"SyntheticInteractingHands: contact must be a probability, got {contact}")
+        self.contact, self.lateral, self.near_gap, self.far_gap = contact, lateral, near_gap, far_gap
+
+    def scene(self, g):
+        right, left = (_sample_hand(side, g, self.resolution) for side in SIDES)
+        faces = [hand_model(side, self.resolution).faces for side in SIDES]
+        (_, v_right), (_, v_left) = _posed("right", right, self.resolution), _posed("left", left, self.resolution)
+        u = _unit(g)
+        lateral = torch.linalg.cross(u, _unit(g))
+        lateral = lateral / lateral.norm().clamp_min(1e-12) * float(_uniform(g, 0, self.lateral))
+        c_right = (v_right.amin(0) + v_right.amax(0)) / 2
+        c_left = (v_left.amin(0) + v_left.amax(0)) / 2
+        start = c_right - c_left + lateral
+        v_left = v_left + start
+        bvh_right, bvh_left = MeshBVH(v_right[None].float(), faces[0]), MeshBVH(v_left[None].float(), faces[1])
+        shift = _separation(_surface_points(v_left, faces[1]), _surface_points(v_right, faces[0]), bvh_left,
+                            bvh_right, u) + SEPARATION_EPS
+        gap = self.near_gap if bool(torch.rand((), generator=g) < self.contact) else self.far_gap
+        left.translation = left.translation + start + (shift + float(_uniform(g, *gap))) * u
+        return {"right": right, "left": left}, None
+
+
+class SyntheticSingleHand(_Scenes):
+    """One hand in a random pose and view (for 2D pose networks): ``side`` ``"right"``,
+    ``"left"`` or ``"random"`` (either, with equal probability; it fills its slot)."""
+
+    tag = 2
+
+    def __init__(self, size: int, image_size: int = 256, seed: int = 0, *, side: str = "random", **options):
+        super().__init__(size, image_size, seed, **options)
+        if side not in ("right", "left", "random"):
+            raise ValueError(f"SyntheticSingleHand: side must be 'right', 'left' or 'random', got {side!r}")
+        self.side = side
+
+    def scene(self, g):
+        side = SIDES[int(torch.randint(2, (), generator=g))] if self.side == "random" else self.side
+        return {side: _sample_hand(side, g, self.resolution)}, None
+
+
+class SyntheticHandObject(_Scenes):
+    """A right hand grasping an object, synthesized with the mesh queries.
+
+    The object (one of :data:`~handgeom.datasets.objects.OBJECT_CLASSES`, largest extent uniform in
+    ``object_size``) sits at the world origin. The hand, open (flexion near the low limits) and
+    palm towards the object, is placed above the surface point hit by a ray from a random
+    direction, and pushed along it to the first pose where no hand vertex is inside the object.
+    Then its fingers close until contact, each finger on its own (the thumb included): first all
+    of its joints together, then its two distal joints, each stage to the last pose before a vertex
+    of that finger enters the object (nested sweeps; a step moves a fingertip by about 0.5 mm).
+    A grasp is kept when at least ``min_contacts`` fingertips lie within ``contact_tolerance``
+    (2 mm) of the surface, else a new approach is drawn (up to ``attempts``; the best is kept).
+    """
+
+    tag = 3
+
+    def __init__(self, size: int, image_size: int = 256, seed: int = 0, *,
+                 object_size: tuple[float, float] = (0.04, 0.15), classes: tuple[str, ...] = OBJECT_CLASSES,
+                 min_contacts: int = 3, contact_tolerance: float = 0.002, attempts: int = 12, **options):
+        super().__init__(size, image_size, seed, **options)
+        unknown = [c for c in classes if c not in OBJECT_CLASSES]
+        if unknown or not classes:
+            raise ValueError(f"SyntheticHandObject: classes must be a non-empty subset of {OBJECT_CLASSES}, got {classes}")
+        if not 0 < object_size[0] <= object_size[1]:
+            raise ValueError(f"SyntheticHandObject: object_size must be (smallest, largest) metres, got {object_size}")
+        self.object_size, self.classes = object_size, tuple(classes)
+        self.min_contacts, self.contact_tolerance, self.attempts = min_contacts, contact_tolerance, attempts
+        surface = hand_model("right", self.resolution).surface
+        palm = surface.palm_offsets.shape[0]
+        finger = torch.cat([torch.full((palm,), -1), surface.tube_bone // 4])  # vertex -> finger (-1: palm)
+        self.finger_verts = [(finger == f).nonzero().squeeze(1) for f in range(5)]
+        limits = hand_model("right", self.resolution).limits.double()
+        self.lo, self.hi = limits[:, 0], limits[:, 1]
+        # joints each closing stage moves per finger: (flexions of all three joints), (the two distal)
+        chains = [(0, 3, 4)] + [(5 + 4 * f, 7 + 4 * f, 8 + 4 * f) for f in range(4)]
+        self.stages = [torch.tensor(chains), torch.tensor([c[1:] for c in chains])]
+
+    def scene(self, g):
+        cls = int(torch.randint(len(self.classes), (), generator=g))
+        name = self.classes[cls]
+        verts, faces = make_object(name, float(_uniform(g, *self.object_size)), g)
+        bvh = MeshBVH(verts[None].float(), faces)
+        best, best_contacts = None, -1
+        for _ in range(self.attempts):
+            params = self._approach(verts, faces, bvh, g)
+            if params is None:
+                continue
+            params, contacts = self._close(params, verts, faces, bvh)
+            if contacts > best_contacts:
+                best, best_contacts = params, contacts
+            if contacts >= self.min_contacts:
+                break
+        return {"right": best}, (verts, faces, OBJECT_CLASSES.index(name))
+
+    def _approach(self, verts, faces, bvh, g) -> HandParams | None:
+        """The open hand, palm towards the surface point seen from a random direction, pushed
+        back to contact; None if the ray misses the object (through a torus' hole)."""
+        n = _unit(g)
+        t, _, _ = ray_mesh_intersect(n.float()[None, None], -n.float()[None, None], None, faces, bvh=bvh)
+        if not torch.isfinite(t).all():
+            return None
+        surface_point = n * (1.0 - float(t))
+        params = hand_model("right", self.resolution).rest_pose((), F64)
+        params.angles = self.lo + (self.hi - self.lo) * _uniform(g, 0.0, 0.3, (21,))
+        abduction = torch.tensor([1, 2, 6, 10, 14, 18])  # thumb CMC abduction, twist; finger abductions
+        params.angles[abduction] = self.lo[abduction] + (self.hi - self.lo)[abduction] * _uniform(g, 0.2, 0.8, (6,))
+        params.bone_lengths = params.bone_lengths * _uniform(g, 0.95, 1.05, (20,))
+        params.scale = _uniform(g, 0.85, 1.1)
+        joints, _ = _posed("right", params, self.resolution)
+        palm_centre = joints[[0, 5, 9, 13, 17]].mean(0)
+        R = _frame_with_z(n, float(_uniform(g, 0, 2 * math.pi)))  # the hand's dorsal z away from the object
+        params.rotation = R
+        params.translation = surface_point - R @ palm_centre  # the palm sunk into the surface
+        hand_faces = hand_model("right", self.resolution).faces
+        _, hand = _posed("right", params, self.resolution)
+        shift = _separation(_surface_points(hand, hand_faces), _surface_points(verts, faces), MeshBVH(hand[None].float(), hand_faces),
+                            bvh, n) + SEPARATION_EPS
+        params.translation = params.translation + shift * n
+        return params
+
+    def _close(self, params: HandParams, verts, faces, bvh) -> tuple[HandParams, int]:
+        """Closes each finger until contact (two stages, see the class docstring); returns the
+        grasp and its number of fingertips within the contact tolerance."""
+        model = hand_model("right", self.resolution)
+        for joints in self.stages:  # [5, k] angle indices per finger
+            start = params.angles[joints]
+            target = self.hi[joints]
+            t_lo, t_hi = torch.zeros(5, dtype=F64), torch.ones(5, dtype=F64)
+            for n in (16, 16):
+                ts = t_lo + (t_hi - t_lo) * torch.linspace(0, 1, n, dtype=F64)[:, None]  # [n, 5]
+                angles = params.angles.expand(n, 21).clone()
+                angles[:, joints] = start + ts[..., None] * (target - start)
+                candidate = HandParams(rotation=params.rotation.expand(n, 3, 3), translation=params.translation.expand(n, 3),
+                                       bone_lengths=params.bone_lengths.expand(n, 20), angles=angles,
+                                       scale=params.scale.expand(n))
+                hand = model(candidate).verts
+                inside = points_inside_mesh(hand.reshape(1, -1, 3).float(), None, faces, bvh=bvh).view(n, -1)
+                collides = torch.stack([inside[:, v].any(1) for v in self.finger_verts], 1)  # [n, 5]
+                first = torch.where(collides.any(0), collides.float().argmax(0), torch.full((5,), n))
+                # bracket the first collision by the candidate before it; no collision: all is free
+                k, f = first.clamp(1, n - 1), torch.arange(5)
+                t_lo = torch.where(first == n, ts[-1], torch.where(first == 0, ts[0], ts[k - 1, f]))
+                t_hi = torch.where(first == n, ts[-1], torch.where(first == 0, ts[0], ts[k, f]))
+            params.angles = params.angles.clone()
+            params.angles[joints] = start + t_lo[:, None] * (target - start)
+        tips = model(params).joints[list(TIPS)]
+        distance, _, _ = signed_distance(tips[None].float(), verts[None].float(), faces, bvh=bvh)
+        return params, int((distance.abs() <= self.contact_tolerance).sum())

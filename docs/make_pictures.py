@@ -10,7 +10,9 @@ import torch
 
 from handgeom.demo import run
 from handgeom.hand import POSES, TWO_HAND_PRESETS, HandModel, named_pose, two_hand_preset
-from handgeom.viz import render_meshes, write_png
+from PIL import Image
+
+from handgeom.viz import render_meshes
 
 SKIN, BLUE = (0.85, 0.62, 0.48), (0.45, 0.6, 0.85)
 
@@ -36,7 +38,7 @@ def main() -> None:
         pairs.append(render_meshes(meshes, (240, 240), view=rotation_y(-0.5) @ rotation_x(0.5)))
     pairs += [np.full_like(pairs[0], 255)] * (len(poses) - len(pairs))
     out = Path(__file__).with_name("hand_poses.png")
-    write_png(out, np.concatenate([np.concatenate(poses, 1), np.concatenate(pairs, 1)], 0))
+    Image.fromarray(np.concatenate([np.concatenate(poses, 1), np.concatenate(pairs, 1)], 0)).save(out)
     print(f"wrote {out}")
     with tempfile.TemporaryDirectory() as tmp:  # the demo's picture, from a default run
         run(out=Path(tmp), show_progress=False)

@@ -24,6 +24,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
+from tqdm import tqdm
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from handgeom.hand import HandModel, HandParams, two_hand_preset
@@ -32,8 +34,7 @@ from handgeom.losses import intersection_loss
 from handgeom.metrics import count_intersections, count_intersections_occupancy, intersection_volume, penetration_depth
 from handgeom.models import HandOccupancyNet
 from handgeom.ops import penetration_loss
-from handgeom.progress import Progress
-from handgeom.viz import render_meshes, write_png
+from handgeom.viz import render_meshes
 
 SKIN, BLUE, RED = (0.85, 0.62, 0.48), (0.45, 0.6, 0.85), (0.9, 0.1, 0.1)
 INPUT_KEYS = ("right_joints", "left_joints")
@@ -143,7 +144,7 @@ def resolve(models: tuple[HandModel, HandModel], start: Hands, net: HandOccupanc
                   for i, p in enumerate((right0, left0))]
         return pose_hands(models, *params)
 
-    loop = Progress(range(steps), steps, "resolving") if show_progress else range(steps)
+    loop = tqdm(range(steps), desc="resolving", disable=not show_progress)
     for _ in loop:
         hands = posed()
         vr, vl = hands.right_verts[None], hands.left_verts[None]
@@ -161,8 +162,7 @@ def resolve(models: tuple[HandModel, HandModel], start: Hands, net: HandOccupanc
         with torch.no_grad():  # joint limits by projection
             for i in range(2):
                 angles[i].clamp_(limits[i][:, 0], limits[i][:, 1])
-        if show_progress:
-            loop.set(loss=loss.item(), penetration_mm=sdf.item() * 1e3)
+        loop.set_postfix(loss=f"{loss.item():.4g}", penetration_mm=f"{sdf.item() * 1e3:.4g}", refresh=False)
     with torch.no_grad():
         return posed()
 
@@ -197,7 +197,7 @@ def render_pair(models: tuple[HandModel, HandModel], before: Hands, after: Hands
                                                                       [0, np.sin(0.4), np.cos(0.4)]])
     images = [render_meshes([(h.right_verts, models[0].faces, SKIN), (h.left_verts, models[1].faces, BLUE)],
                             (360, 360), view=view, highlight=RED) for h in (before, after)]
-    write_png(path, np.concatenate([images[0], np.full_like(images[0][:, :8], 255), images[1]], 1))
+    Image.fromarray(np.concatenate([images[0], np.full_like(images[0][:, :8], 255), images[1]], 1)).save(path)
 
 
 def run(pose: str = "finger_grasp", steps: int = DEMO_STEPS, device: str = "cpu", out: Path = Path("demo_out"),

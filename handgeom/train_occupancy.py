@@ -22,11 +22,11 @@ import time
 from pathlib import Path
 
 import torch
+from tqdm import tqdm
 
 from handgeom.hand import HandModel
 from handgeom.models.occupancy import PRETRAINED, HandOccupancyNet
 from handgeom.ops.mesh import points_inside_mesh
-from handgeom.progress import Progress
 
 FAR_SIDE = 0.4  # metres: the far-field samples' cube, about two hand lengths
 
@@ -78,7 +78,7 @@ def grid_iou(net: HandOccupancyNet, model: HandModel, hands: int, resolution: in
     unit = torch.stack(torch.meshgrid(steps, steps, steps, indexing="ij"), -1).view(1, -1, 3)
     ious = []
     chunks = range(0, hands, batch)
-    loop = Progress(chunks, len(chunks), "IoU") if progress else chunks
+    loop = tqdm(chunks, desc="IoU", disable=not progress)
     with torch.no_grad():
         for start in loop:
             joints, verts = hand_samples(model, min(batch, hands - start), generator)
@@ -87,8 +87,7 @@ def grid_iou(net: HandOccupancyNet, model: HandModel, hands: int, resolution: in
             truth = points_inside_mesh(grid, verts, model.faces)
             pred = net(grid, joints) > 0
             ious += ((pred & truth).sum(1) / (pred | truth).sum(1).clamp_min(1)).tolist()
-            if progress:
-                loop.set(iou=sum(ious) / len(ious))
+            loop.set_postfix(iou=f"{sum(ious) / len(ious):.4f}", refresh=False)
     return sum(ious) / len(ious)
 
 
@@ -100,7 +99,7 @@ def train(steps: int, hands: int, points: int, lr: float, seed: int, width: int,
     optimizer = torch.optim.Adam(net.parameters(), lr=lr)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * s / steps)))
     start = time.perf_counter()
-    loop = Progress(range(steps), steps, "train")
+    loop = tqdm(range(steps), desc="train")
     for _ in loop:
         with torch.no_grad():
             joints, verts = hand_samples(model, hands, generator)
@@ -112,7 +111,8 @@ def train(steps: int, hands: int, points: int, lr: float, seed: int, width: int,
         optimizer.step()
         schedule.step()
         pred = logits.detach() > 0
-        loop.set(loss=loss.item(), iou=((pred & inside).sum() / (pred | inside).sum()).item())
+        loop.set_postfix(loss=f"{loss.item():.4g}", iou=f"{((pred & inside).sum() / (pred | inside).sum()).item():.4f}",
+                         refresh=False)
     # Batch-norm statistics for eval mode: a cumulative average over fresh batches.
     for norm in net.decoder.norms:
         norm.reset_running_stats()

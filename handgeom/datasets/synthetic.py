@@ -73,11 +73,12 @@ _FACE_POINTS = torch.tensor([[1 / 3, 1 / 3, 1 / 3], [2 / 3, 1 / 6, 1 / 6], [1 / 
                             dtype=F64)
 
 
-def _surface_points(verts: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
-    """A mesh's vertices and four points inside each face: the points whose inside tests decide
-    a collision (a finger edge can still cross another surface between them; the datasets'
-    benchmark measures what volume that leaves)."""
-    return torch.cat([verts, (_FACE_POINTS @ verts[faces]).reshape(-1, 3)])
+def _surface_points(verts: torch.Tensor, faces: torch.Tensor, per_face: int = 4) -> torch.Tensor:
+    """A mesh's vertices and ``per_face`` points inside each face (1: the centroids; 4: also
+    three points towards the corners): the points whose inside tests decide a collision. An
+    edge can still cross another surface between them; the datasets' benchmark measures the
+    volume that leaves."""
+    return torch.cat([verts, (_FACE_POINTS[:per_face] @ verts[faces]).reshape(-1, 3)])
 
 
 def _separation(moving: torch.Tensor, fixed: torch.Tensor, moving_bvh: MeshBVH, fixed_bvh: MeshBVH,
@@ -134,17 +135,19 @@ class _Scenes(Dataset):
             raise IndexError(f"{type(self).__name__}: index {index} out of range for size {self.size}")
         index %= self.size
         g = self.generator(index)
-        hands, obj = self.scene(g)
-        sample = self.render(hands, obj, g)
+        hands, posed, obj = self.scene(g)
+        sample = self.render(hands, posed, obj, g)
         return self.transform(sample) if self.transform is not None else sample
 
-    def scene(self, g: torch.Generator) -> tuple[dict[str, HandParams], tuple | None]:
-        """World-frame hand parameters by side, and the object ``(verts, faces, class)`` or None."""
+    def scene(self, g: torch.Generator) -> tuple[dict[str, HandParams], dict[str, tuple[torch.Tensor, torch.Tensor]],
+                                                 tuple | None]:
+        """World-frame hand parameters by side, the hands' ``(joints, verts)`` (the model's output
+        for them) by side, and the object ``(verts, faces, class)`` or None."""
         raise NotImplementedError
 
-    def render(self, hands: dict[str, HandParams], obj: tuple | None, g: torch.Generator) -> dict[str, torch.Tensor]:
+    def render(self, hands: dict[str, HandParams], posed: dict[str, tuple[torch.Tensor, torch.Tensor]],
+               obj: tuple | None, g: torch.Generator) -> dict[str, torch.Tensor]:
         # camera: a random view direction and spin, at a random distance, aimed at the scene's centre
-        posed = {side: _posed(side, p, self.resolution) for side, p in hands.items()}
         points = torch.cat([v for _, v in posed.values()] + ([obj[0]] if obj else []))
         centre = (points.amin(0) + points.amax(0)) / 2
         R = _rotation(g)
@@ -259,7 +262,7 @@ class SyntheticInteractingHands(_Scenes):
     def scene(self, g):
         right, left = (_sample_hand(side, g, self.resolution) for side in SIDES)
         faces = [hand_model(side, self.resolution).faces for side in SIDES]
-        (_, v_right), (_, v_left) = _posed("right", right, self.resolution), _posed("left", left, self.resolution)
+        (j_right, v_right), (j_left, v_left) = _posed("right", right, self.resolution), _posed("left", left, self.resolution)
         u = _unit(g)
         lateral = torch.linalg.cross(u, _unit(g))
         lateral = lateral / lateral.norm().clamp_min(1e-12) * float(_uniform(g, 0, self.lateral))
@@ -268,11 +271,12 @@ class SyntheticInteractingHands(_Scenes):
         start = c_right - c_left + lateral
         v_left = v_left + start
         bvh_right, bvh_left = MeshBVH(v_right[None].float(), faces[0]), MeshBVH(v_left[None].float(), faces[1])
-        shift = _separation(_surface_points(v_left, faces[1]), _surface_points(v_right, faces[0]), bvh_left,
+        shift = _separation(_surface_points(v_left, faces[1], 1), _surface_points(v_right, faces[0], 1), bvh_left,
                             bvh_right, u) + SEPARATION_EPS
         gap = self.near_gap if bool(torch.rand((), generator=g) < self.contact) else self.far_gap
-        left.translation = left.translation + start + (shift + float(_uniform(g, *gap))) * u
-        return {"right": right, "left": left}, None
+        move = start + (shift + float(_uniform(g, *gap))) * u
+        left.translation = left.translation + move
+        return {"right": right, "left": left}, {"right": (j_right, v_right), "left": (j_left + move, v_left - start + move)}, None
 
 
 class SyntheticSingleHand(_Scenes):
@@ -289,7 +293,8 @@ class SyntheticSingleHand(_Scenes):
 
     def scene(self, g):
         side = SIDES[int(torch.randint(2, (), generator=g))] if self.side == "random" else self.side
-        return {side: _sample_hand(side, g, self.resolution)}, None
+        params = _sample_hand(side, g, self.resolution)
+        return {side: params}, {side: _posed(side, params, self.resolution)}, None
 
 
 class SyntheticHandObject(_Scenes):
@@ -321,8 +326,9 @@ class SyntheticHandObject(_Scenes):
         self.min_contacts, self.contact_tolerance, self.attempts = min_contacts, contact_tolerance, attempts
         surface = hand_model("right", self.resolution).surface
         palm = surface.palm_offsets.shape[0]
-        finger = torch.cat([torch.full((palm,), -1), surface.tube_bone // 4])  # vertex -> finger (-1: palm)
-        self.finger_verts = [(finger == f).nonzero().squeeze(1) for f in range(5)]
+        self.moving = torch.arange(palm, surface.num_verts)  # finger tubes; the palm does not move with the angles
+        finger = surface.tube_bone // 4
+        self.finger_verts = [(finger == f).nonzero().squeeze(1) for f in range(5)]  # into `moving`
         limits = hand_model("right", self.resolution).limits.double()
         self.lo, self.hi = limits[:, 0], limits[:, 1]
         # joints each closing stage moves per finger: (flexions of all three joints), (the two distal)
@@ -330,30 +336,28 @@ class SyntheticHandObject(_Scenes):
         self.stages = [torch.tensor(chains), torch.tensor([c[1:] for c in chains])]
 
     def scene(self, g):
-        cls = int(torch.randint(len(self.classes), (), generator=g))
-        name = self.classes[cls]
-        verts, faces = make_object(name, float(_uniform(g, *self.object_size)), g)
-        bvh = MeshBVH(verts[None].float(), faces)
-        best, best_contacts = None, -1
-        for _ in range(self.attempts):
-            params = self._approach(verts, faces, bvh, g)
-            if params is None:
-                continue
-            params, contacts = self._close(params, verts, faces, bvh)
-            if contacts > best_contacts:
-                best, best_contacts = params, contacts
-            if contacts >= self.min_contacts:
-                break
-        return {"right": best}, (verts, faces, OBJECT_CLASSES.index(name))
+        for _ in range(self.attempts):  # objects, each with up to `attempts` approaches
+            cls = int(torch.randint(len(self.classes), (), generator=g))
+            name = self.classes[cls]
+            verts, faces = make_object(name, float(_uniform(g, *self.object_size)), g)
+            bvh = MeshBVH(verts[None].float(), faces)
+            for _ in range(self.attempts):
+                params, posed, contacts = self._close(self._approach(verts, faces, bvh, g), verts, faces, bvh)
+                if contacts >= self.min_contacts:
+                    return {"right": params}, {"right": posed}, (verts, faces, OBJECT_CLASSES.index(name))
+        raise RuntimeError(f"SyntheticHandObject: no grasp with {self.min_contacts} fingertip contacts in "
+                           f"{self.attempts}x{self.attempts} attempts; lower min_contacts")
 
-    def _approach(self, verts, faces, bvh, g) -> HandParams | None:
-        """The open hand, palm towards the surface point seen from a random direction, pushed
-        back to contact; None if the ray misses the object (through a torus' hole)."""
+    def _approach(self, verts, faces, bvh, g) -> HandParams:
+        """The open hand, palm towards the object's surface where a ray from a random direction,
+        aimed at a random vertex, first meets it, pushed out to the first pose without contact."""
         n = _unit(g)
-        t, _, _ = ray_mesh_intersect(n.float()[None, None], -n.float()[None, None], None, faces, bvh=bvh)
-        if not torch.isfinite(t).all():
-            return None
-        surface_point = n * (1.0 - float(t))
+        vertex = verts[int(torch.randint(verts.shape[0], (), generator=g))]
+        for target in (torch.zeros(3, dtype=F64), vertex):  # the centre, or a vertex if that ray misses (a torus)
+            t, _, _ = ray_mesh_intersect((target + n).float()[None, None], -n.float()[None, None], None, faces, bvh=bvh)
+            if bool(torch.isfinite(t).all()):
+                break
+        surface_point = target + n * (1 - float(t.clamp(max=1.0)))  # a grazing ray: the vertex itself
         params = hand_model("right", self.resolution).rest_pose((), F64)
         params.angles = self.lo + (self.hi - self.lo) * _uniform(g, 0.0, 0.3, (21,))
         abduction = torch.tensor([1, 2, 6, 10, 14, 18])  # thumb CMC abduction, twist; finger abductions
@@ -367,14 +371,15 @@ class SyntheticHandObject(_Scenes):
         params.translation = surface_point - R @ palm_centre  # the palm sunk into the surface
         hand_faces = hand_model("right", self.resolution).faces
         _, hand = _posed("right", params, self.resolution)
-        shift = _separation(_surface_points(hand, hand_faces), _surface_points(verts, faces), MeshBVH(hand[None].float(), hand_faces),
+        shift = _separation(_surface_points(hand, hand_faces), _surface_points(verts, faces, 1),
+                            MeshBVH(hand[None].float(), hand_faces),
                             bvh, n) + SEPARATION_EPS
         params.translation = params.translation + shift * n
         return params
 
-    def _close(self, params: HandParams, verts, faces, bvh) -> tuple[HandParams, int]:
+    def _close(self, params: HandParams, verts, faces, bvh) -> tuple[HandParams, tuple, int]:
         """Closes each finger until contact (two stages, see the class docstring); returns the
-        grasp and its number of fingertips within the contact tolerance."""
+        grasp, its ``(joints, verts)`` and its number of fingertips within the contact tolerance."""
         model = hand_model("right", self.resolution)
         for joints in self.stages:  # [5, k] angle indices per finger
             start = params.angles[joints]
@@ -387,7 +392,7 @@ class SyntheticHandObject(_Scenes):
                 candidate = HandParams(rotation=params.rotation.expand(n, 3, 3), translation=params.translation.expand(n, 3),
                                        bone_lengths=params.bone_lengths.expand(n, 20), angles=angles,
                                        scale=params.scale.expand(n))
-                hand = model(candidate).verts
+                hand = model(candidate).verts[:, self.moving]  # the vertices that flexion moves
                 inside = points_inside_mesh(hand.reshape(1, -1, 3).float(), None, faces, bvh=bvh).view(n, -1)
                 collides = torch.stack([inside[:, v].any(1) for v in self.finger_verts], 1)  # [n, 5]
                 first = torch.where(collides.any(0), collides.float().argmax(0), torch.full((5,), n))
@@ -397,6 +402,6 @@ class SyntheticHandObject(_Scenes):
                 t_hi = torch.where(first == n, ts[-1], torch.where(first == 0, ts[0], ts[k, f]))
             params.angles = params.angles.clone()
             params.angles[joints] = start + t_lo[:, None] * (target - start)
-        tips = model(params).joints[list(TIPS)]
-        distance, _, _ = signed_distance(tips[None].float(), verts[None].float(), faces, bvh=bvh)
-        return params, int((distance.abs() <= self.contact_tolerance).sum())
+        hand = model(params)
+        distance, _, _ = signed_distance(hand.joints[list(TIPS)][None].float(), verts[None].float(), faces, bvh=bvh)
+        return params, (hand.joints, hand.verts), int((distance.abs() <= self.contact_tolerance).sum())

@@ -22,7 +22,7 @@ from handgeom.demo import DEMO_STEPS, InputError, print_report, run
 from handgeom.hand import TWO_HAND_PRESETS
 
 
-BENCHMARKS = ("bench_projection", "bench_edge_conv", "bench_occupancy", "bench_mesh")
+BENCHMARKS = ("bench_projection", "bench_edge_conv", "bench_occupancy", "bench_mesh", "bench_datasets")
 
 
 def _benchmark(name: str):

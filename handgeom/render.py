@@ -31,13 +31,15 @@ class Fragments:
     face: ``[P]`` int64, face index within that mesh (-1: background);
     bary: ``[P, 3]`` barycentric weights of the face's vertices (0 for background);
     t: ``[P]`` ray parameter of the hit (``inf`` for background); with :func:`pinhole_rays`'
-    directions (z = 1) it is the camera-frame depth.
+    directions (z = 1) it is the camera-frame depth;
+    dirs: ``[P, 3]`` the rays' directions (for shading).
     """
 
     mesh: torch.Tensor
     face: torch.Tensor
     bary: torch.Tensor
     t: torch.Tensor
+    dirs: torch.Tensor
 
     @property
     def hit(self) -> torch.Tensor:
@@ -75,7 +77,7 @@ def cast(meshes: Sequence[Mesh], origins: torch.Tensor, dirs: torch.Tensor) -> F
     hit = face >= 0
     mesh = torch.where(hit, mesh, -1)
     face = torch.where(hit, face - counts[mesh.clamp_min(0)], -1)
-    return Fragments(mesh=mesh, face=face, bary=bary, t=t)
+    return Fragments(mesh=mesh, face=face, bary=bary, t=t, dirs=dirs.reshape(-1, 3))
 
 
 def vertex_normals(verts: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:

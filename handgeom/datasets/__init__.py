@@ -3,8 +3,13 @@ casting, readers for the public datasets' annotation formats, and augmentation. 
 returns the sample dict documented in :mod:`handgeom.datasets.sample`."""
 
 from handgeom.datasets.augment import Augment, photometric
+from handgeom.datasets.dexycb import DexYCB
+from handgeom.datasets.freihand import FreiHAND
+from handgeom.datasets.ho3d import HO3D
+from handgeom.datasets.interhand import InterHand26M
 from handgeom.datasets.objects import OBJECT_CLASSES, make_object
+from handgeom.datasets.real import DatasetFormatError
 from handgeom.datasets.synthetic import SyntheticHandObject, SyntheticInteractingHands, SyntheticSingleHand
 
-__all__ = ["Augment", "photometric", "OBJECT_CLASSES", "make_object", "SyntheticHandObject",
-           "SyntheticInteractingHands", "SyntheticSingleHand"]
+__all__ = ["Augment", "photometric", "DexYCB", "FreiHAND", "HO3D", "InterHand26M", "DatasetFormatError",
+           "OBJECT_CLASSES", "make_object", "SyntheticHandObject", "SyntheticInteractingHands", "SyntheticSingleHand"]

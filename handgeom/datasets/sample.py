@@ -19,9 +19,10 @@ key                shape, dtype         content
 ``joints_valid``   [2, 21] bool         annotated joints (all of a valid synthetic hand)
 ``verts``          [2, V, 3] float32    ``HandModel(params)`` vertices (coarse: V = 330)
 ``hand_valid``     [2] bool             which hand slots hold a hand
-``rotation``       [2, 3, 3] float32    :class:`~handgeom.hand.HandParams` fields per hand, such
-``translation``    [2, 3] float32       that ``HandModel(side)(params)`` gives ``joints_3d`` and
-``bone_lengths``   [2, 20] float32      ``verts`` (for real data: the IK fit)
+``rotation``       [2, 3, 3] float32    :class:`~handgeom.hand.HandParams` fields per hand:
+``translation``    [2, 3] float32       ``HandModel(side)(params)`` gives ``verts`` and, for
+``bone_lengths``   [2, 20] float32      synthetic data, ``joints_3d`` (real data: the IK fit of
+                                        the annotated ``joints_3d``, see :mod:`.real`)
 ``angles``         [2, 21] float32
 ``scale``          [2] float32
 ``object_verts``   [Vo, 3] float32      the posed object (hand-object samples only), padded to a

@@ -181,11 +181,11 @@ class _Scenes(Dataset):
         light = torch.nn.functional.normalize(torch.tensor([0.0, 0.0, -1.0]) + 0.8 * _unit(g).float(), dim=0)
         ambient = float(_uniform(g, 0.25, 0.5))
         background = _background(size, g)
-        dirs = pinhole_rays(K, size, size, s).reshape(-1, 3).float()
         if s > 1:  # the image from s x s rays per pixel; the labels stay the pixel centres'
             meshes = [(v.float(), f) for v, f in meshes]
-            frags = cast(meshes, torch.zeros(3), dirs)
+            frags = cast(meshes, torch.zeros(3), pinhole_rays(K, size, size, s).reshape(-1, 3).float())
             normals = interpolate([vertex_normals(v, f) for v, f in meshes], meshes, frags)
+        dirs = frags.dirs
         lit = shade(albedo[frags.mesh.clamp_min(0)], torch.nn.functional.normalize(normals, dim=-1), dirs, light, ambient)
         bg = background.permute(1, 2, 0)
         if s > 1:
@@ -217,13 +217,17 @@ def _background(size: int, g: torch.Generator) -> torch.Tensor:
     noise = torch.nn.functional.interpolate(torch.rand(1, 3, cells, cells, generator=g), size=(size, size),
                                             mode="bilinear", align_corners=False)[0]
     image = image + float(_uniform(g, 0, 0.4)) * (noise - 0.5)
-    for _ in range(int(torch.randint(0, 6, (), generator=g))):
-        cx, cy, r = (float(x) for x in _uniform(g, 0, 1, (3,)) * torch.tensor([2.0, 2.0, 0.45], dtype=F64) - torch.tensor([1.0, 1.0, -0.05], dtype=F64))
-        if bool(torch.rand((), generator=g) < 0.5):
-            inside = (xs - cx) ** 2 + (ys - cy) ** 2 < r ** 2
-        else:
-            inside = ((xs - cx).abs() < r) & ((ys - cy).abs() < r * float(_uniform(g, 0.3, 1.5)))
-        image = torch.where(inside, torch.rand(3, 1, 1, generator=g), image)
+    n = int(torch.randint(0, 6, (), generator=g))
+    shape = torch.rand(n, 6, generator=g, dtype=F64)  # centre x, y, radius, disc or box, box aspect, -
+    colour = torch.rand(n, 3, generator=g)
+    cx, cy = (2 * shape[:, 0] - 1).float()[:, None, None], (2 * shape[:, 1] - 1).float()[:, None, None]
+    r = (0.05 + 0.45 * shape[:, 2]).float()[:, None, None]
+    aspect = (0.3 + 1.2 * shape[:, 4]).float()[:, None, None]
+    disc = (xs - cx) ** 2 + (ys - cy) ** 2 < r ** 2
+    box = ((xs - cx).abs() < r) & ((ys - cy).abs() < r * aspect)
+    covered = torch.where((shape[:, 3] < 0.5)[:, None, None], disc, box)  # [n, H, W]
+    top = (covered * torch.arange(1, n + 1)[:, None, None]).amax(0) if n else torch.zeros(size, size, dtype=torch.long)
+    image = torch.where(top > 0, torch.cat([torch.zeros(1, 3), colour])[top].permute(2, 0, 1), image)
     return image.clamp(0, 1)
 
 

@@ -1,0 +1,269 @@
+"""DIR (Ren et al., ICCV 2023, "Decoupled Iterative Refinement Framework for Interacting Hands
+Reconstruction from a Single RGB Image"), built from handgeom's ops and hand model.
+
+``InteractingHandsNet(preset)(images [B, 3, S, S] in [0, 1])`` returns one dict per stage: the
+initial regressor's, then each refinement stage's. A stage alternates between DIR's two spaces:
+
+1. the visual feature map: the previous map upsampled, with a backbone skip, through a residual
+   block;
+2. the joint feature space: features sampled at the previous 2D joints (detached, as DIR does),
+   a per-hand Conv1d with an embedding of the root-relative joints, a per-hand GCN on the hand
+   skeleton, a cross-hand transformer over the 42 joint tokens, and a regressor to new hand
+   parameters and offset;
+3. back to the map: the joint features projected one plane per bone
+   (:func:`handgeom.ops.bone_plane_projection`, 2 hands x 20 bones), reduced by a 3x3 convolution,
+   and merged with the map by a residual block: the next stage's map.
+
+Hands are handgeom :class:`~handgeom.hand.HandParams` (6D root rotation, 21 joint angles mapped
+into their limits, 20 bone lengths as log-ratios to the defaults) through
+:class:`~handgeom.hand.HandModel`, where DIR uses MANO, and a weak-perspective camera per hand.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, replace
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from handgeom.hand import HandModel, HandParams
+from handgeom.hand.skeleton import BONES, DEFAULT_BONE_LENGTHS
+from handgeom.models.backbone import ResNet, conv_bn_relu
+from handgeom.ops.projection import bone_plane_projection, sample_joint_features
+
+__all__ = ["DIRConfig", "PRESETS", "InteractingHandsNet", "OFFSET_SCALE", "PARAM_SIZE"]
+
+OFFSET_SCALE = 0.15  # metres: the offset (right root - left root) is regressed divided by this
+ROT, ANGLES, LENGTHS, CAMERA = 6, 21, 20, 3
+PARAM_SIZE = ROT + ANGLES + LENGTHS + CAMERA  # per hand
+TWO_HAND_BONES = torch.tensor(BONES + tuple((a + 21, b + 21) for a, b in BONES))  # [40, 2] over 42 joints
+
+
+@dataclass(frozen=True)
+class DIRConfig:
+    """An architecture: presets are data (see :data:`PRESETS`)."""
+
+    depth: int = 50  # ResNet depth
+    width: int = 64  # ResNet width (64: the standard ResNet)
+    image_size: int = 256
+    stages: int = 2  # refinement stages, at strides 16, 8, ...
+    channels: int = 256  # the refined maps' channels
+    joint_dim: int = 128  # joint feature size in the GCN and the transformer
+    gcn_layers: int = 4
+    heads: int = 4
+    blocks: int = 3  # transformer blocks
+    plane_channels: int = 64  # channels of each bone plane
+    resolution: str = "coarse"  # hand mesh
+
+
+PRESETS = {
+    "paper": DIRConfig(),
+    # trains on 2 CPU cores: a narrow ResNet-18 on 128x128 crops, the paper's structure otherwise
+    "cpu": DIRConfig(depth=18, width=32, image_size=128, stages=2, channels=64, joint_dim=64, heads=4, blocks=2,
+                     plane_channels=16),
+}
+
+
+class Residual(nn.Module):
+    """Two 3x3 conv-BN layers with a (projected) skip connection."""
+
+    def __init__(self, cin: int, cout: int):
+        super().__init__()
+        self.body = nn.Sequential(conv_bn_relu(cin, cout), nn.Conv2d(cout, cout, 3, 1, 1, bias=False), nn.BatchNorm2d(cout))
+        self.skip = nn.Identity() if cin == cout else nn.Conv2d(cin, cout, 1, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu(self.body(x) + self.skip(x))
+
+
+class AttentionPool(nn.Module):
+    """A spatial attention map (conv-BN-ReLU-conv-sigmoid) and the feature vector it pools."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.attention = nn.Sequential(conv_bn_relu(channels, channels // 2, 1), nn.Conv2d(channels // 2, 1, 1), nn.Sigmoid())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a = self.attention(x)
+        return (a * x).sum((2, 3)) / a.sum((2, 3)).clamp_min(1e-6)
+
+
+def skeleton_adjacency() -> torch.Tensor:
+    """``[21, 21]`` bool: identity plus the bones, both ways."""
+    adj = torch.eye(21, dtype=torch.bool)
+    for a, b in BONES:
+        adj[a, b] = adj[b, a] = True
+    return adj
+
+
+class SkeletonGCN(nn.Module):
+    """GCN layers on the hand skeleton with per-node weights and a learnable adjacency over the
+    identity and the bones, softmax-normalized per node: ``X' = relu(softmax(L) (X W_n) + b)``."""
+
+    def __init__(self, dim: int, layers: int):
+        super().__init__()
+        self.register_buffer("mask", skeleton_adjacency(), persistent=False)
+        self.logits = nn.Parameter(torch.zeros(layers, 21, 21))
+        self.weight = nn.Parameter(torch.randn(layers, 21, dim, dim) / math.sqrt(dim))
+        self.bias = nn.Parameter(torch.zeros(layers, 21, dim))
+        self.norms = nn.ModuleList(nn.LayerNorm(dim) for _ in range(layers))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # [B, 21, D]
+        for layer, norm in enumerate(self.norms):
+            adjacency = self.logits[layer].masked_fill(~self.mask, float("-inf")).softmax(-1)
+            h = torch.einsum("bnd,nde->bne", x, self.weight[layer])
+            x = x + F.relu(norm(adjacency @ h + self.bias[layer]))
+        return x
+
+
+class TransformerBlock(nn.Module):
+    """Pre-LayerNorm self-attention and MLP."""
+
+    def __init__(self, dim: int, heads: int):
+        super().__init__()
+        self.norm1, self.norm2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
+        self.attention = nn.MultiheadAttention(dim, heads, batch_first=True)
+        self.mlp = nn.Sequential(nn.Linear(dim, 2 * dim), nn.GELU(), nn.Linear(2 * dim, dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.norm1(x)
+        x = x + self.attention(h, h, h, need_weights=False)[0]
+        return x + self.mlp(self.norm2(x))
+
+
+class RefinementStage(nn.Module):
+    """One DIR stage (see the module docstring)."""
+
+    def __init__(self, cfg: DIRConfig, prev_channels: int, skip_channels: int, radius: float):
+        super().__init__()
+        c, d = cfg.channels, cfg.joint_dim
+        self.radius = radius
+        self.merge = Residual(prev_channels + skip_channels, c)
+        self.joint_in = nn.ModuleList(nn.Conv1d(c, d, 1) for _ in range(2))
+        self.position = nn.Linear(3, d)
+        self.gcn = nn.ModuleList(SkeletonGCN(d, cfg.gcn_layers) for _ in range(2))
+        self.token = nn.Parameter(torch.zeros(42, d))  # learned positional embedding
+        self.cross = nn.Linear(3, d)  # cross-hand position: the root-relative joints +- offset / 2
+        self.transformer = nn.Sequential(*(TransformerBlock(d, cfg.heads) for _ in range(cfg.blocks)))
+        self.regress = nn.ModuleList(nn.Linear(21 * d + PARAM_SIZE, PARAM_SIZE) for _ in range(2))
+        self.regress_offset = nn.Linear(42 * d + 3, 3)
+        for layer in (*self.regress, self.regress_offset):  # a stage starts as the identity update
+            nn.init.zeros_(layer.weight)
+            nn.init.zeros_(layer.bias)
+        self.plane_features = nn.Linear(d, cfg.plane_channels)
+        self.reduce = nn.Sequential(conv_bn_relu(40 * cfg.plane_channels, c), nn.Conv2d(c, c, 1))
+        self.fuse = Residual(2 * c, c)
+
+
+class InteractingHandsNet(nn.Module):
+    """DIR's interacting-hands network on handgeom's hand model.
+
+    Args:
+        preset: ``"paper"`` (ResNet-50, 256², 2 refinement stages) or ``"cpu"`` (a narrow
+            ResNet-18 on 128², see :data:`PRESETS`), or a :class:`DIRConfig`.
+
+    ``forward(images [B, 3, S, S] in [0, 1])`` returns a list with one dict per stage (the initial
+    regressor first). Each holds ``joints [B, 2, 21, 3]`` and ``verts [B, 2, V, 3]`` (root-relative
+    metres, camera orientation, right hand first), ``joints_uv [B, 2, 21, 2]`` and ``verts_uv`` in
+    [-1, 1] (weak-perspective projection), ``camera [B, 2, 3]`` (s, tx, ty per hand), ``offset``
+    ``[B, 3]`` (right root - left root, metres), ``params`` (``[right, left]``
+    :class:`HandParams`, batch ``[B]``) and ``raw`` ``[B, 2, 50]`` (the regressed parameter
+    vectors). The last dict also holds ``seg`` ``[B, 3, h, w]`` logits (background, right, left)
+    and ``dense`` ``[B, 3, h, w]``, at the last map's stride.
+    """
+
+    def __init__(self, preset: str | DIRConfig = "cpu"):
+        super().__init__()
+        if isinstance(preset, str):
+            if preset not in PRESETS:
+                raise ValueError(f"InteractingHandsNet: unknown preset {preset!r}; known: {sorted(PRESETS)}")
+            preset = PRESETS[preset]
+        cfg = self.config = preset
+        self.image_size = cfg.image_size
+        self.backbone = ResNet(cfg.depth, cfg.width)
+        chans = self.backbone.channels  # strides 4, 8, 16, 32
+        top = chans[3]
+        self.hands = nn.ModuleList(HandModel(side, cfg.resolution) for side in ("right", "left"))
+        self.pool = nn.ModuleList(AttentionPool(top) for _ in range(2))
+        self.initial = nn.ModuleList(nn.Linear(top, PARAM_SIZE) for _ in range(2))
+        self.initial_offset = nn.Linear(top, 3)
+        for layer in self.initial:  # start at the rest pose, palm to the camera, centred
+            nn.init.normal_(layer.weight, std=1e-3)
+            with torch.no_grad():
+                layer.bias.zero_()
+                layer.bias[:ROT] = torch.tensor([1.0, 0.0, 0.0, 0.0, -1.0, 0.0])
+                layer.bias[-CAMERA] = 6.0  # weak-perspective scale: a 0.2 m hand spans most of [-1, 1]
+        nn.init.zeros_(self.initial_offset.weight)
+        nn.init.zeros_(self.initial_offset.bias)
+        radii = [1.0, 2.0] + [2.0] * max(cfg.stages - 2, 0)  # DIR: 1 px at stride 16, 2 px at stride 8
+        prev = top
+        self.stages = nn.ModuleList()
+        for k in range(cfg.stages):
+            self.stages.append(RefinementStage(cfg, prev, chans[2 - k] if k < 3 else 0, radii[k]))
+            prev = cfg.channels
+        self.seg_head = nn.Sequential(conv_bn_relu(cfg.channels, cfg.channels // 2), nn.Conv2d(cfg.channels // 2, 3, 1))
+        self.dense_head = nn.Sequential(conv_bn_relu(cfg.channels, cfg.channels // 2), nn.Conv2d(cfg.channels // 2, 3, 1))
+        self.register_buffer("mean", torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("default_lengths", torch.tensor(DEFAULT_BONE_LENGTHS), persistent=False)
+        self.register_buffer("bones", TWO_HAND_BONES, persistent=False)
+
+    def hand_output(self, raw: torch.Tensor, offset: torch.Tensor) -> dict:
+        """Decodes ``raw [B, 2, 50]`` parameter vectors and the normalized ``offset [B, 3]``."""
+        out = {"raw": raw, "offset": offset * OFFSET_SCALE, "params": [], "joints": [], "verts": []}
+        for slot, model in enumerate(self.hands):
+            r = raw[:, slot]
+            lo, hi = model.limits[:, 0].to(r), model.limits[:, 1].to(r)
+            params = HandParams(rotation=r[:, :ROT], translation=torch.zeros_like(r[:, :3]),
+                                bone_lengths=self.default_lengths.to(r) * r[:, ROT + ANGLES:ROT + ANGLES + LENGTHS].exp(),
+                                angles=lo + (hi - lo) * torch.sigmoid(r[:, ROT:ROT + ANGLES]),
+                                scale=torch.ones_like(r[:, 0]))
+            hand = model(params)
+            out["params"].append(params)
+            out["joints"].append(hand.joints)
+            out["verts"].append(hand.verts)
+        out["joints"], out["verts"] = torch.stack(out["joints"], 1), torch.stack(out["verts"], 1)
+        camera = raw[..., -CAMERA:]
+        out["camera"] = camera
+        project = lambda x: camera[:, :, None, :1] * x[..., :2] + camera[:, :, None, 1:]  # weak perspective
+        out["joints_uv"], out["verts_uv"] = project(out["joints"]), project(out["verts"])
+        return out
+
+    def forward(self, images: torch.Tensor) -> list[dict]:
+        if images.dim() != 4 or images.shape[1] != 3:
+            raise ValueError(f"InteractingHandsNet: images must have shape [B, 3, H, W], got {list(images.shape)}")
+        maps = self.backbone((images - self.mean) / self.std)
+        top = maps[3]
+        raw = torch.stack([head(pool(top)) for head, pool in zip(self.initial, self.pool)], 1)
+        offset = self.initial_offset(top.mean((2, 3)))
+        outputs = [self.hand_output(raw, offset)]
+        x = top
+        for k, stage in enumerate(self.stages):
+            prev = outputs[-1]
+            x = F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
+            skip = maps[2 - k] if k < 3 else x.new_zeros(x.shape[0], 0, *x.shape[2:])
+            x = stage.merge(torch.cat([x, skip], 1))
+            uv = prev["joints_uv"].detach().flatten(1, 2)  # [B, 42, 2]
+            sampled = sample_joint_features(x, uv)  # [B, 42, C]
+            rel = prev["joints"].detach()  # [B, 2, 21, 3]
+            feats = torch.stack([stage.joint_in[s](sampled[:, 21 * s:21 * (s + 1)].transpose(1, 2)).transpose(1, 2)
+                                 + stage.position(rel[:, s] / OFFSET_SCALE) for s in range(2)], 1)
+            feats = torch.stack([stage.gcn[s](feats[:, s]) for s in range(2)], 1)  # [B, 2, 21, D]
+            half = (prev["offset"].detach() / 2)[:, None, None]  # right root at +offset/2, left at -offset/2
+            cross = torch.stack([rel[:, 0] + half[:, 0], rel[:, 1] - half[:, 0]], 1) / OFFSET_SCALE
+            tokens = (feats + stage.cross(cross)).flatten(1, 2) + stage.token
+            tokens = stage.transformer(tokens)  # [B, 42, D]
+            per_hand = tokens.view(tokens.shape[0], 2, -1)
+            raw = prev["raw"] + torch.stack([stage.regress[s](torch.cat([per_hand[:, s], prev["raw"][:, s]], 1))
+                                             for s in range(2)], 1)
+            offset = prev["offset"] / OFFSET_SCALE + stage.regress_offset(torch.cat([tokens.flatten(1), prev["offset"] / OFFSET_SCALE], 1))
+            out = self.hand_output(raw, offset)
+            planes = bone_plane_projection(out["joints_uv"].flatten(1, 2).float(), stage.plane_features(tokens).float(),
+                                           self.bones, tuple(x.shape[-2:]), radius=stage.radius).to(x.dtype)
+            x = stage.fuse(torch.cat([x, stage.reduce(planes)], 1))
+            outputs.append(out)
+        outputs[-1]["seg"] = self.seg_head(x)
+        outputs[-1]["dense"] = self.dense_head(x)
+        return outputs

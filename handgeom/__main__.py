@@ -1,6 +1,8 @@
 """handgeom's command line: ``handgeom demo`` (the main job: two interpenetrating hands,
-resolved) and ``handgeom bench`` (every op's benchmark from the source checkout's
-``benchmarks/``, against its plain PyTorch formulation and the installed peer libraries).
+resolved), ``handgeom train SYSTEM`` and ``handgeom eval SYSTEM CKPT`` (the networks of the
+model layer, e.g. ``dir``), and ``handgeom bench`` (every op's benchmark from the source
+checkout's ``benchmarks/``, against its plain PyTorch formulation and the installed peer
+libraries).
 """
 
 from __future__ import annotations
@@ -66,6 +68,49 @@ def demo(args: argparse.Namespace) -> None:
     print_report(report)
 
 
+def _loss_weights(text: str | None) -> dict[str, float]:
+    """``--loss occupancy=1e-3,penetration=10`` as a dict."""
+    weights = {}
+    for item in filter(None, (text or "").split(",")):
+        key, _, value = item.partition("=")
+        try:
+            weights[key.strip()] = float(value)
+        except ValueError:
+            _fail(f"--loss expects name=weight pairs separated by commas, got {item!r}")
+    return weights
+
+
+def train_command(args: argparse.Namespace) -> None:
+    from handgeom.train import TrainError, system, train
+
+    device = args.device or _default_device()
+    _check_device(device)
+    try:
+        sys_ = system(args.system)
+        unknown = set(_loss_weights(args.loss)) - set(getattr(sys_, "LOSS_TERMS", ()))
+        if unknown:
+            raise TrainError(f"--loss: unknown terms {sorted(unknown)}; known: {', '.join(sys_.LOSS_TERMS)}")
+        path = train(sys_, args.preset, args.data, args.out, args.steps, args.batch, args.resume, device,
+                     _loss_weights(args.loss))
+    except TrainError as error:
+        _fail(str(error))
+    print(f"wrote {path}, {args.out / 'log.jsonl'} and {args.out / 'eval.md'}")
+
+
+def eval_command(args: argparse.Namespace) -> None:
+    from handgeom.train import TrainError, evaluate_checkpoint, system
+
+    device = args.device or _default_device()
+    _check_device(device)
+    try:
+        sys_ = system(args.system)
+        metrics = evaluate_checkpoint(sys_, args.checkpoint, args.data, args.out, args.size, args.seed, device)
+    except TrainError as error:
+        _fail(str(error))
+    print(sys_.markdown(metrics))
+    print(f"wrote {args.out / 'eval.json'} and {args.out / 'eval.md'}")
+
+
 def bench(args: argparse.Namespace) -> None:
     devices = [args.device] if args.device else ["cpu"] + (["cuda"] if _default_device() == "cuda" else [])
     for device in devices:
@@ -129,6 +174,28 @@ def main(argv: list[str] | None = None) -> None:
     p_demo.add_argument("--input", type=Path, help="JSON or NPZ with right_joints and left_joints (21 x 3, metres, "
                         "OpenPose joint order), e.g. another method's predictions; fitted by IK first")
     p_demo.set_defaults(run=demo)
+    from handgeom.train import SYSTEMS
+
+    p_train = commands.add_parser("train", help="train a network of the model layer (e.g. dir)")
+    p_train.add_argument("system", choices=SYSTEMS)
+    p_train.add_argument("--preset", default="cpu", help="cpu (trains on 2 CPU cores), paper (a GPU), tiny (smoke test)")
+    p_train.add_argument("--data", default="synthetic", help="synthetic (default) or interhand:PATH")
+    p_train.add_argument("--steps", type=int, help="default: the preset's")
+    p_train.add_argument("--batch", type=int, help="global batch over all processes; default: the preset's")
+    p_train.add_argument("--out", type=Path, default=Path("runs/train"), help="checkpoint, log and evaluation (default: runs/train)")
+    p_train.add_argument("--resume", action="store_true", help="continue OUT/last.pt")
+    p_train.add_argument("--loss", help="loss weights, e.g. occupancy=1e-3,penetration=10")
+    p_train.add_argument("--device", choices=["cpu", "cuda"], help="default: CUDA when available, else CPU")
+    p_train.set_defaults(run=train_command)
+    p_eval = commands.add_parser("eval", help="evaluate a checkpoint on held-out data")
+    p_eval.add_argument("system", choices=SYSTEMS)
+    p_eval.add_argument("checkpoint", type=Path)
+    p_eval.add_argument("--data", default="synthetic", help="synthetic (default) or interhand:PATH")
+    p_eval.add_argument("--size", type=int, default=500, help="held-out samples (default: 500)")
+    p_eval.add_argument("--seed", type=int, default=1, help="held-out seed (default: 1; training uses 0)")
+    p_eval.add_argument("--out", type=Path, default=Path("runs/eval"), help="eval.json and eval.md (default: runs/eval)")
+    p_eval.add_argument("--device", choices=["cpu", "cuda"], help="default: CUDA when available, else CPU")
+    p_eval.set_defaults(run=eval_command)
     p_bench = commands.add_parser("bench", help="run every op's benchmark in benchmarks/, one summary table")
     p_bench.add_argument("--device", choices=["cpu", "cuda"], help="default: CPU, and CUDA when available")
     p_bench.add_argument("--quick", action="store_true", help="a reduced set (under two minutes on 2 cores)")

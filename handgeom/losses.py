@@ -1,4 +1,5 @@
-"""Losses that compose handgeom's ops: the occupancy-network hand-hand intersection loss.
+"""Losses that compose handgeom's ops: the occupancy-network hand-hand intersection loss, and the
+training loss of the DIR interacting-hands network (with the physical terms).
 
 (The exact signed-distance penetration loss is the op :func:`handgeom.ops.penetration_loss`.)
 """
@@ -9,11 +10,14 @@ from functools import lru_cache
 from typing import Literal
 
 import torch
+import torch.nn.functional as F
 
 from handgeom.hand.skeleton import bone_ends
 from handgeom.models.occupancy import HAND_CULL_MARGIN, HandOccupancyNet
+from handgeom.ops.mesh import penetration_loss
 
-__all__ = ["intersection_loss", "hand_query_points", "mirror", "default_occupancy_net"]
+__all__ = ["intersection_loss", "hand_query_points", "mirror", "default_occupancy_net", "DIR_WEIGHTS", "dir_targets",
+           "dir_loss", "edge_length_loss", "normal_loss", "mesh_edges", "placed_meshes"]
 
 _DENSE_FRACTIONS = torch.arange(1, 6) / 6  # 5 points inside each bone
 
@@ -95,3 +99,138 @@ def intersection_loss(joints_left: torch.Tensor, joints_right: torch.Tensor, net
         loss = loss + net.penalty(mirror(tested(joints_right, verts_right, "verts_right")), mirror(joints_left),
                                   cull_margin, truncate)
     return loss if reduction == "none" else loss.sum() if reduction == "sum" else loss.mean()
+
+
+# ---- DIR (Ren et al., ICCV 2023): interacting-hands reconstruction --------------------------------
+
+#: DIR's loss weights (its training code's), plus the physical terms it names as future work, off.
+DIR_WEIGHTS = {"joints_3d": 10.0, "verts_3d": 10.0, "joints_2d": 10.0, "verts_2d": 10.0, "edge": 1.0,
+               "normal": 0.1, "offset": 10.0, "seg": 0.1, "dense": 1.0, "occupancy": 0.0, "penetration": 0.0}
+SEG_CLASS_WEIGHTS = (0.1, 0.45, 0.45)  # background, right, left
+DIR_LENGTH = 0.15  # metres: 3D terms are taken on coordinates divided by this
+
+
+def dir_targets(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """DIR's targets from a batch of samples (:mod:`handgeom.datasets.sample`): root-relative
+    joints and vertices (the wrist as root), normalized 2D joints and vertices in [-1, 1], the
+    offset (right root - left root) and the segmentation classes (object pixels are background)."""
+    size = batch["image"].shape[-1]
+    root = batch["joints_3d"][:, :, :1]
+    uvw = batch["verts"] @ batch["K"][:, None].transpose(-1, -2)
+    verts_2d = uvw[..., :2] / uvw[..., 2:].clamp_min(1e-9)
+    mask = batch["mask"]
+    return {"joints": batch["joints_3d"] - root, "verts": batch["verts"] - root,
+            "joints_uv": batch["joints_2d"] / size * 2 - 1, "verts_uv": verts_2d / size * 2 - 1,
+            "offset": batch["joints_3d"][:, 0, 0] - batch["joints_3d"][:, 1, 0],
+            "seg": torch.where(mask <= 2, mask, torch.zeros_like(mask)), "dense": batch["dense"],
+            "hand_valid": batch["hand_valid"], "joints_valid": batch["joints_valid"]}
+
+
+def _masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Per sample, the mean of ``values [B, ...]`` where ``mask`` (broadcast from the left) holds;
+    then the mean over the samples that have any: a mean of per-sample losses, so that a batch
+    split across data-parallel processes gives the same gradient as the whole batch."""
+    mask = mask.to(values.dtype)
+    while mask.dim() < values.dim():
+        mask = mask.unsqueeze(-1)
+    mask = mask.expand_as(values).flatten(1)
+    count = mask.sum(1)
+    per_sample = (values.flatten(1) * mask).sum(1) / count.clamp_min(1)
+    present = (count > 0).to(values.dtype)
+    return (per_sample * present).sum() / present.sum().clamp_min(1)
+
+
+def _smooth_l1(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    return _masked_mean(F.smooth_l1_loss(pred, target, reduction="none"), mask)
+
+
+def mesh_edges(faces: torch.Tensor) -> torch.Tensor:
+    """The unique undirected edges ``[E, 2]`` of a triangle mesh."""
+    edges = torch.cat([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]]).sort(1).values
+    return torch.unique(edges, dim=0)
+
+
+def edge_length_loss(pred: torch.Tensor, target: torch.Tensor, edges: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean ``| |e_pred| - |e_gt| |`` over the mesh edges (metres / ``DIR_LENGTH``)."""
+    length = lambda v: (v[..., edges[:, 0], :] - v[..., edges[:, 1], :]).norm(dim=-1)
+    return _masked_mean((length(pred) - length(target)).abs() / DIR_LENGTH, mask)
+
+
+def normal_loss(pred: torch.Tensor, target: torch.Tensor, faces: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean ``|cos(e_pred, n_gt)|`` over the faces' edges: predicted edges perpendicular to the
+    ground truth's face normals (the normal consistency term of Wang et al.'s Pixel2Mesh, as DIR)."""
+    tri = lambda v: v[..., faces, :]  # [..., F, 3, 3]
+    t = tri(target)
+    normal = F.normalize(torch.linalg.cross(t[..., 1, :] - t[..., 0, :], t[..., 2, :] - t[..., 0, :]), dim=-1)
+    p = tri(pred)
+    cos = torch.stack([F.normalize(p[..., (k + 1) % 3, :] - p[..., k, :], dim=-1) for k in range(3)], -2)
+    return _masked_mean((cos * normal.unsqueeze(-2)).sum(-1).abs(), mask)
+
+
+def placed_meshes(out: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Both predicted hands in one frame: the right hand root at the origin, the left at
+    ``-offset``: ``(verts_right, verts_left)`` ``[B, V, 3]``."""
+    return out["verts"][:, 0], out["verts"][:, 1] - out["offset"][:, None]
+
+
+def dir_loss(outputs: list[dict[str, torch.Tensor]], targets: dict[str, torch.Tensor], faces: tuple[torch.Tensor, torch.Tensor],
+             weights: dict[str, float] | None = None, occupancy_net: HandOccupancyNet | None = None
+             ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """DIR's training loss summed over its stages, and each term (weighted sums over stages).
+
+    Terms (``DIR_WEIGHTS``): SmoothL1 of root-relative 3D joints and vertices (divided by 0.15 m),
+    of normalized 2D joints and vertices, mesh edge length, normal consistency, SmoothL1 of the
+    offset (/0.15 m), segmentation cross-entropy (class weights 0.1/0.45/0.45) and SmoothL1 of the
+    dense map on hand pixels (both on the last stage, upsampled to the image), plus the physical
+    terms: the occupancy intersection loss of "Two Hands Are Better Than One" (eq. 1, on the mesh
+    vertices) and the exact SDF penetration of each predicted hand's vertices into the other
+    (:func:`handgeom.ops.penetration_loss`, both ways, mean per vertex, metres), both on the last
+    stage's meshes placed by the predicted offset. A term with weight 0 is still computed and
+    returned (detached), so that training logs report it. Every term is a mean over samples of a
+    per-sample loss (see ``_masked_mean``), so data-parallel training equals one process.
+
+    ``faces``: the right and left hand models' faces; ``targets``: :func:`dir_targets`.
+    """
+    w = {**DIR_WEIGHTS, **(weights or {})}
+    unknown = set(w) - set(DIR_WEIGHTS)
+    if unknown:
+        raise ValueError(f"dir_loss: unknown loss terms {sorted(unknown)}; known: {sorted(DIR_WEIGHTS)}")
+    hand, joint = targets["hand_valid"], targets["joints_valid"]
+    both = hand.all(1)
+    edges = [mesh_edges(f) for f in faces]
+    terms: dict[str, torch.Tensor] = {}
+
+    def add(name: str, value: torch.Tensor) -> None:
+        terms[name] = terms.get(name, 0.0) + value
+
+    for out in outputs:
+        add("joints_3d", _smooth_l1(out["joints"] / DIR_LENGTH, targets["joints"] / DIR_LENGTH, joint))
+        add("verts_3d", _smooth_l1(out["verts"] / DIR_LENGTH, targets["verts"] / DIR_LENGTH, hand))
+        add("joints_2d", _smooth_l1(out["joints_uv"], targets["joints_uv"], joint))
+        add("verts_2d", _smooth_l1(out["verts_uv"], targets["verts_uv"], hand))
+        add("edge", sum(edge_length_loss(out["verts"][:, s], targets["verts"][:, s], edges[s], hand[:, s])
+                        for s in range(2)) / 2)
+        add("normal", sum(normal_loss(out["verts"][:, s], targets["verts"][:, s], faces[s], hand[:, s])
+                          for s in range(2)) / 2)
+        add("offset", _smooth_l1(out["offset"] / DIR_LENGTH, targets["offset"] / DIR_LENGTH, both))
+    last = outputs[-1]
+    size = targets["seg"].shape[-2:]
+    seg = F.interpolate(last["seg"], size=size, mode="bilinear", align_corners=False)
+    class_weight = seg.new_tensor(SEG_CLASS_WEIGHTS)[targets["seg"]]  # weighted cross-entropy, per sample
+    add("seg", _masked_mean(F.cross_entropy(seg, targets["seg"], reduction="none") * class_weight
+                            / class_weight.flatten(1).mean(1)[:, None, None], torch.ones_like(class_weight[:, 0, 0])))
+    dense = F.interpolate(last["dense"], size=size, mode="bilinear", align_corners=False)
+    on_hands = (targets["seg"] > 0)[:, None].expand_as(dense)
+    add("dense", _masked_mean(F.smooth_l1_loss(dense, targets["dense"], reduction="none"), on_hands))
+    right, left = placed_meshes(last)
+    pair = both.to(right.dtype)
+    with torch.set_grad_enabled(torch.is_grad_enabled() and w["occupancy"] > 0):
+        occ = intersection_loss(last["joints"][:, 1] - last["offset"][:, None], last["joints"][:, 0], occupancy_net,
+                                points="mesh", verts_left=left, verts_right=right, reduction="none")
+        add("occupancy", (occ * pair).sum() / pair.sum().clamp_min(1))
+    with torch.set_grad_enabled(torch.is_grad_enabled() and w["penetration"] > 0):
+        pen = (penetration_loss(right.float(), left.float(), faces[1], reduction="none").mean(1)
+               + penetration_loss(left.float(), right.float(), faces[0], reduction="none").mean(1))
+        add("penetration", (pen.to(pair) * pair).sum() / pair.sum().clamp_min(1))
+    total = sum(w[k] * v for k, v in terms.items() if w[k] > 0)
+    return total, {k: v.detach() for k, v in terms.items()}

@@ -16,8 +16,29 @@ from handgeom.losses import default_occupancy_net, mirror
 from handgeom.models.occupancy import HAND_CULL_MARGIN
 from handgeom.ops.mesh import points_inside_mesh, signed_distance
 
-__all__ = ["penetration_depth", "intersection_volume", "contact_ratio", "count_intersections",
+__all__ = ["mpjpe", "alignment_scale", "penetration_depth", "intersection_volume", "contact_ratio", "count_intersections",
            "count_intersections_occupancy", "pck", "mpck"]
+
+
+def mpjpe(pred: torch.Tensor, target: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean per-joint (or per-vertex) position error, ``[..., N, 3] -> [...]``: the mean Euclidean
+    distance over the points (the ``valid [..., N]`` ones), in the inputs' units. Root-relative
+    inputs give the interacting-hands papers' MPJPE / MPVPE (InterHand2.6M's protocol: the wrist
+    as root)."""
+    error = (pred - target).norm(dim=-1)
+    if valid is None:
+        return error.mean(-1)
+    valid = valid.to(error.dtype)
+    return (error * valid).sum(-1) / valid.sum(-1).clamp_min(1)
+
+
+def alignment_scale(pred_joints: torch.Tensor, target_joints: torch.Tensor, bone: tuple[int, int] = (0, 9)) -> torch.Tensor:
+    """``[...]``: the factor that gives the predicted hand's ``bone`` (default the wrist to middle
+    MCP, joints 0 and 9 in handgeom's order) the target's length. Root-relative predictions times
+    it are DIR's and IntagHand's scale-aligned evaluation on InterHand2.6M (joints and vertices
+    scaled alike)."""
+    length = lambda x: (x[..., bone[1], :] - x[..., bone[0], :]).norm(dim=-1)
+    return length(target_joints) / length(pred_joints).clamp_min(1e-9)
 
 
 def penetration_depth(hand_verts: torch.Tensor, obj_verts: torch.Tensor, obj_faces: torch.Tensor) -> torch.Tensor:

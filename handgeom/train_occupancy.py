@@ -1,6 +1,6 @@
 """Trains HandOccupancyNet on handgeom's hand model and writes the weights shipped with the package.
 
-    python -m handgeom.train_occupancy [--steps 10000] [--out handgeom/data/hand_occupancy.pt]
+    python -m handgeom.train_occupancy [--steps 10000] [--out handgeom/weights/hand_occupancy.pt]
 
 Data are generated on the fly: random poses from the hand model's sampler (uniform angles within
 the limits, a uniformly random global rotation, bone lengths ±10%), the fine hand mesh (its

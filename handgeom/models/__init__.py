@@ -1,6 +1,9 @@
 """The model layer: networks of the papers handgeom serves, composed of its ops."""
 
+from handgeom.models.backbone import ResNet
+from handgeom.models.dir import InteractingHandsNet
 from handgeom.models.occupancy import HandOccupancyNet
 from handgeom.models.siagcn import SIAGCN, SiaPoseHead, hand_graph_edges, heatmap_keypoints
 
-__all__ = ["HandOccupancyNet", "SIAGCN", "SiaPoseHead", "hand_graph_edges", "heatmap_keypoints"]
+__all__ = ["InteractingHandsNet", "ResNet", "HandOccupancyNet", "SIAGCN", "SiaPoseHead", "hand_graph_edges",
+           "heatmap_keypoints"]

@@ -8,18 +8,29 @@ layout when the user has them (:meth:`ResNet.load_torchvision`); torchvision is 
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import torch
 from torch import nn
 
-__all__ = ["ResNet", "BasicBlock", "Bottleneck", "conv_bn_relu"]
+__all__ = ["ResNet", "BasicBlock", "Bottleneck", "conv_bn_relu", "norm2d"]
 
 LAYOUTS = {18: ("basic", (2, 2, 2, 2)), 34: ("basic", (3, 4, 6, 3)), 50: ("bottleneck", (3, 4, 6, 3))}
 
 
-def conv_bn_relu(cin: int, cout: int, kernel: int = 3, stride: int = 1) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(cin, cout, kernel, stride, kernel // 2, bias=False), nn.BatchNorm2d(cout),
+def norm2d(channels: int, kind: str = "batch") -> nn.Module:
+    """Batch norm (the papers'), or group norm (8 groups or fewer), which does not depend on the
+    batch: small CPU batches, and data-parallel training that equals one process exactly."""
+    if kind == "batch":
+        return nn.BatchNorm2d(channels)
+    if kind == "group":
+        return nn.GroupNorm(math.gcd(8, channels), channels)
+    raise ValueError(f"norm must be 'batch' or 'group', got {kind!r}")
+
+
+def conv_bn_relu(cin: int, cout: int, kernel: int = 3, stride: int = 1, norm: str = "batch") -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, cout, kernel, stride, kernel // 2, bias=False), norm2d(cout, norm),
                          nn.ReLU(inplace=True))
 
 
@@ -28,16 +39,16 @@ class BasicBlock(nn.Module):
 
     expansion = 1
 
-    def __init__(self, cin: int, planes: int, stride: int = 1):
+    def __init__(self, cin: int, planes: int, stride: int = 1, norm: str = "batch"):
         super().__init__()
         cout = planes * self.expansion
         self.conv1 = nn.Conv2d(cin, planes, 3, stride, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(planes)
+        self.bn1 = norm2d(planes, norm)
         self.conv2 = nn.Conv2d(planes, cout, 3, 1, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(cout)
+        self.bn2 = norm2d(cout, norm)
         self.relu = nn.ReLU(inplace=True)
         self.downsample = None if stride == 1 and cin == cout else nn.Sequential(
-            nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+            nn.Conv2d(cin, cout, 1, stride, bias=False), norm2d(cout, norm))
 
     def residual(self, x: torch.Tensor) -> torch.Tensor:
         return self.bn2(self.conv2(self.relu(self.bn1(self.conv1(x)))))
@@ -52,14 +63,14 @@ class Bottleneck(BasicBlock):
 
     expansion = 4
 
-    def __init__(self, cin: int, planes: int, stride: int = 1):
-        super().__init__(cin, planes, stride)
+    def __init__(self, cin: int, planes: int, stride: int = 1, norm: str = "batch"):
+        super().__init__(cin, planes, stride, norm)
         cout = planes * self.expansion
         self.conv1 = nn.Conv2d(cin, planes, 1, bias=False)
         self.conv2 = nn.Conv2d(planes, planes, 3, stride, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(planes)
+        self.bn2 = norm2d(planes, norm)
         self.conv3 = nn.Conv2d(planes, cout, 1, bias=False)
-        self.bn3 = nn.BatchNorm2d(cout)
+        self.bn3 = norm2d(cout, norm)
 
     def residual(self, x: torch.Tensor) -> torch.Tensor:
         x = self.relu(self.bn1(self.conv1(x)))
@@ -74,9 +85,10 @@ class ResNet(nn.Module):
         depth: 18, 34 or 50.
         width: channels of the first stage before expansion (64 in the paper).
         in_channels: input channels (3 for RGB).
+        norm: ``"batch"`` (the paper's, and torchvision's weights) or ``"group"`` (see :func:`norm2d`).
     """
 
-    def __init__(self, depth: int = 18, width: int = 64, in_channels: int = 3):
+    def __init__(self, depth: int = 18, width: int = 64, in_channels: int = 3, norm: str = "batch"):
         super().__init__()
         if depth not in LAYOUTS:
             raise ValueError(f"ResNet: depth must be one of {sorted(LAYOUTS)}, got {depth!r}")
@@ -86,14 +98,14 @@ class ResNet(nn.Module):
         block = BasicBlock if kind == "basic" else Bottleneck
         self.depth = depth
         self.conv1 = nn.Conv2d(in_channels, width, 7, 2, 3, bias=False)
-        self.bn1 = nn.BatchNorm2d(width)
+        self.bn1 = norm2d(width, norm)
         self.relu = nn.ReLU(inplace=True)
         self.maxpool = nn.MaxPool2d(3, 2, 1)
         cin, self.channels = width, []
         for i, count in enumerate(counts):
             planes = width * 2 ** i
-            blocks = [block(cin, planes, 1 if i == 0 else 2)] + [block(planes * block.expansion, planes)
-                                                                 for _ in range(count - 1)]
+            blocks = [block(cin, planes, 1 if i == 0 else 2, norm)] + [block(planes * block.expansion, planes, 1, norm)
+                                                                       for _ in range(count - 1)]
             setattr(self, f"layer{i + 1}", nn.Sequential(*blocks))
             cin = planes * block.expansion
             self.channels.append(cin)

@@ -22,7 +22,8 @@ into their limits, 20 bone lengths as log-ratios to the defaults) through
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -30,10 +31,12 @@ from torch import nn
 
 from handgeom.hand import HandModel, HandParams
 from handgeom.hand.skeleton import BONES, DEFAULT_BONE_LENGTHS
-from handgeom.models.backbone import ResNet, conv_bn_relu
+from handgeom.models.backbone import ResNet, conv_bn_relu, norm2d
 from handgeom.ops.projection import bone_plane_projection, sample_joint_features
 
-__all__ = ["DIRConfig", "PRESETS", "InteractingHandsNet", "OFFSET_SCALE", "PARAM_SIZE"]
+__all__ = ["DIRConfig", "PRESETS", "InteractingHandsNet", "OFFSET_SCALE", "PARAM_SIZE", "PRETRAINED"]
+
+PRETRAINED = Path(__file__).resolve().parent.parent / "weights" / "dir_cpu.pt"
 
 OFFSET_SCALE = 0.15  # metres: the offset (right root - left root) is regressed divided by this
 ROT, ANGLES, LENGTHS, CAMERA = 6, 21, 20, 3
@@ -56,22 +59,27 @@ class DIRConfig:
     blocks: int = 3  # transformer blocks
     plane_channels: int = 64  # channels of each bone plane
     resolution: str = "coarse"  # hand mesh
+    norm: str = "batch"  # "batch" (the paper's) or "group" (batch-independent; see backbone.norm2d)
 
 
 PRESETS = {
     "paper": DIRConfig(),
     # trains on 2 CPU cores: a narrow ResNet-18 on 128x128 crops, the paper's structure otherwise
     "cpu": DIRConfig(depth=18, width=32, image_size=128, stages=2, channels=64, joint_dim=64, heads=4, blocks=2,
-                     plane_channels=16),
+                     plane_channels=16, norm="group"),
+    # smoke tests: seconds per step on one core
+    "tiny": DIRConfig(depth=18, width=8, image_size=64, stages=2, channels=16, joint_dim=16, heads=2, blocks=1,
+                      gcn_layers=2, plane_channels=4, norm="group"),
 }
 
 
 class Residual(nn.Module):
-    """Two 3x3 conv-BN layers with a (projected) skip connection."""
+    """Two 3x3 conv-norm layers with a (projected) skip connection."""
 
-    def __init__(self, cin: int, cout: int):
+    def __init__(self, cin: int, cout: int, norm: str = "batch"):
         super().__init__()
-        self.body = nn.Sequential(conv_bn_relu(cin, cout), nn.Conv2d(cout, cout, 3, 1, 1, bias=False), nn.BatchNorm2d(cout))
+        self.body = nn.Sequential(conv_bn_relu(cin, cout, norm=norm), nn.Conv2d(cout, cout, 3, 1, 1, bias=False),
+                                  norm2d(cout, norm))
         self.skip = nn.Identity() if cin == cout else nn.Conv2d(cin, cout, 1, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -81,9 +89,10 @@ class Residual(nn.Module):
 class AttentionPool(nn.Module):
     """A spatial attention map (conv-BN-ReLU-conv-sigmoid) and the feature vector it pools."""
 
-    def __init__(self, channels: int):
+    def __init__(self, channels: int, norm: str = "batch"):
         super().__init__()
-        self.attention = nn.Sequential(conv_bn_relu(channels, channels // 2, 1), nn.Conv2d(channels // 2, 1, 1), nn.Sigmoid())
+        self.attention = nn.Sequential(conv_bn_relu(channels, channels // 2, 1, norm=norm), nn.Conv2d(channels // 2, 1, 1),
+                                       nn.Sigmoid())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         a = self.attention(x)
@@ -140,7 +149,7 @@ class RefinementStage(nn.Module):
         super().__init__()
         c, d = cfg.channels, cfg.joint_dim
         self.radius = radius
-        self.merge = Residual(prev_channels + skip_channels, c)
+        self.merge = Residual(prev_channels + skip_channels, c, cfg.norm)
         self.joint_in = nn.ModuleList(nn.Conv1d(c, d, 1) for _ in range(2))
         self.position = nn.Linear(3, d)
         self.gcn = nn.ModuleList(SkeletonGCN(d, cfg.gcn_layers) for _ in range(2))
@@ -153,16 +162,17 @@ class RefinementStage(nn.Module):
             nn.init.zeros_(layer.weight)
             nn.init.zeros_(layer.bias)
         self.plane_features = nn.Linear(d, cfg.plane_channels)
-        self.reduce = nn.Sequential(conv_bn_relu(40 * cfg.plane_channels, c), nn.Conv2d(c, c, 1))
-        self.fuse = Residual(2 * c, c)
+        self.reduce = nn.Sequential(conv_bn_relu(40 * cfg.plane_channels, c, norm=cfg.norm), nn.Conv2d(c, c, 1))
+        self.fuse = Residual(2 * c, c, cfg.norm)
 
 
 class InteractingHandsNet(nn.Module):
     """DIR's interacting-hands network on handgeom's hand model.
 
     Args:
-        preset: ``"paper"`` (ResNet-50, 256², 2 refinement stages) or ``"cpu"`` (a narrow
-            ResNet-18 on 128², see :data:`PRESETS`), or a :class:`DIRConfig`.
+        preset: ``"paper"`` (ResNet-50, 256², 2 refinement stages, batch norm), ``"cpu"`` (a
+            narrow ResNet-18 on 128² with group norm, see :data:`PRESETS`), ``"tiny"`` (smoke
+            tests), or a :class:`DIRConfig`.
 
     ``forward(images [B, 3, S, S] in [0, 1])`` returns a list with one dict per stage (the initial
     regressor first). Each holds ``joints [B, 2, 21, 3]`` and ``verts [B, 2, V, 3]`` (root-relative
@@ -182,11 +192,11 @@ class InteractingHandsNet(nn.Module):
             preset = PRESETS[preset]
         cfg = self.config = preset
         self.image_size = cfg.image_size
-        self.backbone = ResNet(cfg.depth, cfg.width)
+        self.backbone = ResNet(cfg.depth, cfg.width, norm=cfg.norm)
         chans = self.backbone.channels  # strides 4, 8, 16, 32
         top = chans[3]
         self.hands = nn.ModuleList(HandModel(side, cfg.resolution) for side in ("right", "left"))
-        self.pool = nn.ModuleList(AttentionPool(top) for _ in range(2))
+        self.pool = nn.ModuleList(AttentionPool(top, cfg.norm) for _ in range(2))
         self.initial = nn.ModuleList(nn.Linear(top, PARAM_SIZE) for _ in range(2))
         self.initial_offset = nn.Linear(top, 3)
         for layer in self.initial:  # start at the rest pose, palm to the camera, centred
@@ -203,12 +213,27 @@ class InteractingHandsNet(nn.Module):
         for k in range(cfg.stages):
             self.stages.append(RefinementStage(cfg, prev, chans[2 - k] if k < 3 else 0, radii[k]))
             prev = cfg.channels
-        self.seg_head = nn.Sequential(conv_bn_relu(cfg.channels, cfg.channels // 2), nn.Conv2d(cfg.channels // 2, 3, 1))
-        self.dense_head = nn.Sequential(conv_bn_relu(cfg.channels, cfg.channels // 2), nn.Conv2d(cfg.channels // 2, 3, 1))
+        half = cfg.channels // 2
+        self.seg_head = nn.Sequential(conv_bn_relu(cfg.channels, half, norm=cfg.norm), nn.Conv2d(half, 3, 1))
+        self.dense_head = nn.Sequential(conv_bn_relu(cfg.channels, half, norm=cfg.norm), nn.Conv2d(half, 3, 1))
         self.register_buffer("mean", torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("default_lengths", torch.tensor(DEFAULT_BONE_LENGTHS), persistent=False)
         self.register_buffer("bones", TWO_HAND_BONES, persistent=False)
+
+    @classmethod
+    def pretrained(cls, device: torch.device | str | None = None) -> "InteractingHandsNet":
+        """The network shipped with handgeom (``handgeom/weights/dir_cpu.pt``: the ``cpu`` preset
+        trained on :class:`~handgeom.datasets.SyntheticInteractingHands`), in eval mode, with its
+        training record as ``net.record``. It expects ``net.image_size`` square crops in [0, 1]."""
+        if not PRETRAINED.is_file():
+            raise FileNotFoundError(f"InteractingHandsNet.pretrained: {PRETRAINED} is missing; train with "
+                                    "`handgeom train dir --preset cpu` and export with handgeom.train.export_weights")
+        shipped = torch.load(PRETRAINED, map_location="cpu", weights_only=True)
+        net = cls(shipped["record"]["model"]["preset"])
+        net.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in shipped["state_dict"].items()})
+        net.record = shipped["record"]
+        return net.eval().to(device)
 
     def hand_output(self, raw: torch.Tensor, offset: torch.Tensor) -> dict:
         """Decodes ``raw [B, 2, 50]`` parameter vectors and the normalized ``offset [B, 3]``."""

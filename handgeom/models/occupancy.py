@@ -38,7 +38,7 @@ OUTSIDE_LOGIT = -20.0  # what culled points get: probability 2e-9
 # A culling margin that drops no point of the hand: the hand model's surface lies at most 18.2 mm
 # outside its joints' canonical box (measured over 10,000 random poses, bone lengths ±10%).
 HAND_CULL_MARGIN = 0.03
-PRETRAINED = Path(__file__).resolve().parent.parent / "data" / "hand_occupancy.pt"
+PRETRAINED = Path(__file__).resolve().parent.parent / "weights" / "hand_occupancy.pt"
 
 
 def canonical_frame(joints: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -211,7 +211,7 @@ class HandOccupancyNet(nn.Module):
 
     @classmethod
     def pretrained(cls, device: torch.device | str | None = None) -> "HandOccupancyNet":
-        """The network shipped with handgeom (``handgeom/data/hand_occupancy.pt``), in eval mode
+        """The network shipped with handgeom (``handgeom/weights/hand_occupancy.pt``), in eval mode
         with frozen weights; its training settings are in ``net.training_record``."""
         state = _load_pretrained()
         net = cls(**state["config"])

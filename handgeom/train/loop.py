@@ -1,0 +1,305 @@
+"""The one training loop of handgeom's networks; each system plugs in with its file in this folder.
+
+A system (``handgeom/train/<name>.py``) provides its presets, its model, its data, its loss and its
+evaluation (:class:`System`); :func:`train` does the rest: AdamW with linear warm-up and a cosine
+schedule, gradient clipping, checkpoints and resume, evaluation every ``eval_every`` steps on a
+held-out split, a JSON-lines log, a tqdm progress bar, bf16 autocast on CUDA, a final loss-curve
+PNG, and data-parallel training over ``torchrun`` (DistributedDataParallel: gloo on CPU, nccl on
+CUDA; each rank takes its share of every global batch).
+
+Batches are a pure function of the step: step ``s`` takes the positions ``[s B, (s + 1) B)`` of a
+fixed per-epoch permutation of the training set (seeded by the run's seed and the epoch), so a
+resumed run sees exactly the batches the uninterrupted run would have seen, and ``N`` ranks split
+each global batch of ``B`` by position (rank ``r`` takes every ``N``-th sample from ``r``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator, Protocol
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, Sampler
+from tqdm import tqdm
+
+__all__ = ["System", "TrainConfig", "train", "evaluate_checkpoint", "load_checkpoint", "export_weights", "StepBatches",
+           "TrainError"]
+
+CHECKPOINT = "last.pt"
+LOG = "log.jsonl"
+
+
+class TrainError(ValueError):
+    """A bad training or evaluation request (unknown preset, bad data path, missing checkpoint);
+    the message is one line for the user."""
+
+
+@dataclass
+class TrainConfig:
+    """Optimization settings of a run (a system's preset gives the defaults)."""
+
+    steps: int = 1000
+    batch: int = 16  # global batch, over all ranks
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    warmup: int = 100
+    clip: float = 5.0
+    eval_every: int = 500
+    eval_size: int = 200
+    checkpoint_every: int = 250
+    log_every: int = 10
+    workers: int = 1  # DataLoader worker processes per rank
+    seed: int = 0
+    model: dict[str, Any] = field(default_factory=dict)  # the system's model options
+    loss: dict[str, float] = field(default_factory=dict)  # loss weights
+
+
+class System(Protocol):
+    """What a system file provides to the loop."""
+
+    name: str
+    PRESETS: dict[str, TrainConfig]
+
+    def build_model(self, config: TrainConfig) -> nn.Module: ...
+
+    def dataset(self, data: str, split: str, config: TrainConfig, size: int) -> Dataset: ...
+
+    def loss(self, model: nn.Module, batch: dict, config: TrainConfig) -> tuple[torch.Tensor, dict[str, torch.Tensor]]: ...
+
+    def evaluate(self, model: nn.Module, loader: DataLoader, config: TrainConfig) -> dict[str, Any]: ...
+
+    def markdown(self, metrics: dict[str, Any]) -> str: ...
+
+
+class StepBatches(Sampler[list[int]]):
+    """The global batches of steps ``start .. steps - 1`` (see the module docstring), this rank's
+    share of each."""
+
+    def __init__(self, size: int, batch: int, steps: int, seed: int, start: int = 0, rank: int = 0, world: int = 1):
+        if batch % world:
+            raise TrainError(f"--batch {batch} must be a multiple of the number of processes ({world})")
+        if size < batch:
+            raise TrainError(f"the training set ({size} samples) is smaller than one batch ({batch})")
+        self.size, self.batch, self.steps, self.seed = size, batch, steps, seed
+        self.start, self.rank, self.world = start, rank, world
+        self.per_epoch = size // batch
+
+    def __len__(self) -> int:
+        return self.steps - self.start
+
+    def __iter__(self) -> Iterator[list[int]]:
+        perm, epoch = None, -1
+        for step in range(self.start, self.steps):
+            if step // self.per_epoch != epoch:
+                epoch = step // self.per_epoch
+                perm = torch.randperm(self.size, generator=torch.Generator().manual_seed(self.seed * 100_003 + epoch))
+            k = step % self.per_epoch
+            yield perm[k * self.batch + self.rank:(k + 1) * self.batch:self.world].tolist()
+
+
+def _distributed() -> tuple[int, int]:
+    """(rank, world size), initializing the process group when launched by torchrun."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return (dist.get_rank(), world) if world > 1 else (0, 1)
+
+
+def _schedule(config: TrainConfig) -> Callable[[int], float]:
+    def factor(step: int) -> float:
+        if step < config.warmup:
+            return (step + 1) / config.warmup
+        progress = (step - config.warmup) / max(config.steps - config.warmup, 1)
+        return 0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+    return factor
+
+
+def _to(batch: dict, device: torch.device) -> dict:
+    return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
+
+
+def train(system: System, preset: str, data: str, out: Path, steps: int | None = None, batch: int | None = None,
+          resume: bool = False, device: str = "cpu", loss_weights: dict[str, float] | None = None,
+          progress: bool = True) -> Path:
+    """Trains ``system``'s ``preset`` on ``data`` and returns the final checkpoint's path
+    (``out/last.pt``); see the module docstring. ``resume`` continues ``out/last.pt``."""
+    if preset not in system.PRESETS:
+        raise TrainError(f"unknown preset {preset!r} for {system.name}; known: {', '.join(sorted(system.PRESETS))}")
+    base = system.PRESETS[preset]
+    config = TrainConfig(**{**base.__dict__, **({"steps": steps} if steps else {}), **({"batch": batch} if batch else {}),
+                            "loss": {**base.loss, **(loss_weights or {})}})
+    if config.steps < 1 or config.batch < 1:
+        raise TrainError(f"--steps and --batch must be positive, got {config.steps} and {config.batch}")
+    rank, world = _distributed()
+    torch.manual_seed(config.seed)
+    out = Path(out)
+    if rank == 0:
+        out.mkdir(parents=True, exist_ok=True)
+    dev = torch.device(device)
+    model = system.build_model(config).to(dev)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(config))
+    start, history = 0, []
+    ckpt_path = out / CHECKPOINT
+    if resume:
+        if not ckpt_path.is_file():
+            raise TrainError(f"--resume: no checkpoint at {ckpt_path}")
+        state = torch.load(ckpt_path, map_location=dev, weights_only=False)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        start, history = state["step"], state["history"]
+    train_set = system.dataset(data, "train", config, config.steps * config.batch)
+    eval_set = system.dataset(data, "eval", config, config.eval_size)
+    sampler = StepBatches(len(train_set), config.batch, config.steps, config.seed, start, rank, world)
+    loader = DataLoader(train_set, batch_sampler=sampler, num_workers=config.workers,
+                        persistent_workers=False, pin_memory=dev.type == "cuda")
+    wrapped = nn.parallel.DistributedDataParallel(model) if world > 1 else model
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if dev.type == "cuda" else torch.autocast("cpu", enabled=False)
+    log = (out / LOG).open("a") if rank == 0 else None
+    started = time.perf_counter()
+    bar = tqdm(loader, total=len(sampler), initial=0, desc=f"{system.name} {preset}", disable=not progress or rank != 0)
+    step = start
+    record: dict[str, Any] = {}
+    for step_batch in bar:
+        model.train()
+        with autocast:
+            loss, terms = system.loss(wrapped, _to(step_batch, dev), config)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip)
+        optimizer.step()
+        scheduler.step()
+        step += 1
+        if rank == 0:
+            record = {"step": step, "loss": loss.item(), "lr": scheduler.get_last_lr()[0],
+                      **{k: float(v) for k, v in terms.items()}, "seconds": time.perf_counter() - started}
+            history.append({"step": step, "loss": record["loss"]})
+            bar.set_postfix(loss=f"{record['loss']:.4g}", refresh=False)
+            if step % config.log_every == 0 or step == config.steps:
+                log.write(json.dumps(record) + "\n")
+                log.flush()
+            if step % config.eval_every == 0 and step < config.steps:
+                metrics = _evaluate(system, model, eval_set, config, dev)
+                log.write(json.dumps({"step": step, "eval": metrics}) + "\n")
+                log.flush()
+        if step % config.checkpoint_every == 0 or step == config.steps:
+            if rank == 0:
+                _save(ckpt_path, system, preset, config, model, optimizer, scheduler, step, history, data)
+            if world > 1:
+                dist.barrier()
+    if rank == 0:
+        metrics = _evaluate(system, model, eval_set, config, dev)
+        seconds = time.perf_counter() - started
+        log.write(json.dumps({"step": step, "eval": metrics, "seconds": seconds}) + "\n")
+        log.close()
+        _save(ckpt_path, system, preset, config, model, optimizer, scheduler, step, history, data,
+              final={"eval": metrics, "train_seconds": seconds, "last": record})
+        (out / "eval.md").write_text(system.markdown(metrics))
+        _loss_curve(history, out / "loss.png", f"{system.name} {preset}")
+    if world > 1:
+        dist.barrier()
+    return ckpt_path
+
+
+def _evaluate(system: System, model: nn.Module, dataset: Dataset, config: TrainConfig, device: torch.device) -> dict:
+    loader = DataLoader(dataset, batch_size=min(config.batch, 32), num_workers=config.workers)
+    model.eval()
+    with torch.no_grad():
+        return system.evaluate(model, loader, config)
+
+
+def _save(path: Path, system: System, preset: str, config: TrainConfig, model: nn.Module, optimizer, scheduler,
+          step: int, history: list, data: str, final: dict | None = None) -> None:
+    state = {"system": system.name, "preset": preset, "config": config.__dict__, "data": data, "step": step,
+             "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+             "history": history, "final": final}
+    tmp = path.with_suffix(".tmp")
+    torch.save(state, tmp)
+    tmp.replace(path)
+
+
+def load_checkpoint(system: System, path: Path, device: str = "cpu") -> tuple[nn.Module, TrainConfig, dict]:
+    """The model of a checkpoint written by :func:`train`, in eval mode, with its config and state."""
+    path = Path(path)
+    if not path.is_file():
+        raise TrainError(f"no checkpoint at {path}")
+    try:
+        state = torch.load(path, map_location=device, weights_only=False)
+    except Exception as error:  # a truncated or foreign file: torch raises several kinds
+        raise TrainError(f"{path}: not a readable checkpoint ({type(error).__name__})") from None
+    if not isinstance(state, dict) or state.get("system") != system.name:
+        raise TrainError(f"{path}: not a {system.name} checkpoint")
+    config = TrainConfig(**state["config"])
+    model = system.build_model(config).to(device)
+    model.load_state_dict(state["model"])
+    return model.eval(), config, state
+
+
+def evaluate_checkpoint(system: System, path: Path, data: str, out: Path | None = None, size: int | None = None,
+                        seed: int = 1, device: str = "cpu") -> dict:
+    """``handgeom eval``: the system's metrics of a checkpoint on ``size`` held-out samples of
+    ``data``, written to ``out`` as ``eval.json`` and ``eval.md`` when given."""
+    model, config, state = load_checkpoint(system, path, device)
+    config.eval_size = size or config.eval_size
+    config.seed = seed
+    metrics = _evaluate(system, model, system.dataset(data, "eval", config, config.eval_size), config, torch.device(device))
+    metrics["checkpoint"] = {"path": str(path), "step": state["step"], "preset": state["preset"], "data": data,
+                             "eval_seed": seed}
+    if out is not None:
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "eval.json").write_text(json.dumps(metrics, indent=2))
+        (out / "eval.md").write_text(system.markdown(metrics))
+    return metrics
+
+
+def export_weights(checkpoint: Path, path: Path, half: bool = True) -> dict:
+    """Writes a checkpoint's model as shipped weights: the state dict (float16 storage when
+    ``half``; loaded back as float32) and its training record (system, preset, steps, data and
+    seed, training time, the final evaluation). Returns the record."""
+    state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    final = state.get("final") or {}
+    record = {"system": state["system"], "preset": state["preset"], "model": state["config"]["model"],
+              "steps": state["step"], "batch": state["config"]["batch"], "data": state["data"],
+              "seed": state["config"]["seed"], "loss": state["config"]["loss"],
+              "train_seconds": final.get("train_seconds"), "eval": final.get("eval"),
+              "date": time.strftime("%Y-%m-%d"), "torch": str(torch.__version__)}
+    weights = {k: v.half() if half and v.is_floating_point() else v for k, v in state["model"].items()}
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"record": record, "state_dict": weights}, path)
+    return record
+
+
+def _loss_curve(history: list[dict], path: Path, title: str) -> None:
+    """The training loss against the step, as a PNG (needs matplotlib, the optional "plots" extra)."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print(f"matplotlib is not installed: no {path} (pip install matplotlib)")
+        return
+    steps = [h["step"] for h in history]
+    losses = [h["loss"] for h in history]
+    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=120)
+    ax.plot(steps, losses, lw=0.6, alpha=0.4, label="loss")
+    k = max(len(losses) // 50, 1)
+    smooth = [sum(losses[max(0, i - k):i + 1]) / len(losses[max(0, i - k):i + 1]) for i in range(len(losses))]
+    ax.plot(steps, smooth, lw=1.5, label=f"running mean ({k + 1} steps)")
+    ax.set_yscale("log")
+    ax.set_xlabel("step")
+    ax.set_ylabel("training loss")
+    ax.set_title(title)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)

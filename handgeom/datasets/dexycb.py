@@ -11,6 +11,7 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
+import yaml
 
 from handgeom.datasets.real import (Annotations, DatasetFormatError, RealHandDataset, one_hand, require,
                                     to_array)
@@ -41,10 +42,6 @@ INTRINSICS_SUFFIX = "_640x480.yml"
 
 
 def _read_yaml(path: Path) -> Any:
-    try:
-        import yaml
-    except ImportError as e:
-        raise ImportError("DexYCB reads meta.yml and the calibration files with PyYAML: pip install pyyaml") from e
     try:
         with open(path, encoding="utf-8") as f:
             return yaml.safe_load(f)

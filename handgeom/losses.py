@@ -129,13 +129,15 @@ def dir_targets(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 def _masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Per sample, the mean of ``values [B, ...]`` where ``mask`` (broadcast from the left) holds;
     then the mean over the samples that have any: a mean of per-sample losses, so that a batch
-    split across data-parallel processes gives the same gradient as the whole batch."""
+    split across data-parallel processes gives the same gradient as the whole batch (exactly when
+    every process has as many samples with the term, e.g. every hand present)."""
     mask = mask.to(values.dtype)
     while mask.dim() < values.dim():
         mask = mask.unsqueeze(-1)
     mask = mask.expand_as(values).flatten(1)
     count = mask.sum(1)
-    per_sample = (values.flatten(1) * mask).sum(1) / count.clamp_min(1)
+    kept = torch.where(mask > 0, values.flatten(1), torch.zeros_like(values.flatten(1)))  # NaN * 0 would leak
+    per_sample = kept.sum(1) / count.clamp_min(1)
     present = (count > 0).to(values.dtype)
     return (per_sample * present).sum() / present.sum().clamp_min(1)
 
@@ -195,6 +197,9 @@ def dir_loss(outputs: list[dict[str, torch.Tensor]], targets: dict[str, torch.Te
     unknown = set(w) - set(DIR_WEIGHTS)
     if unknown:
         raise ValueError(f"dir_loss: unknown loss terms {sorted(unknown)}; known: {sorted(DIR_WEIGHTS)}")
+    negative = {k: v for k, v in w.items() if not v >= 0}
+    if negative:
+        raise ValueError(f"dir_loss: loss weights must be non-negative, got {negative}")
     hand, joint = targets["hand_valid"], targets["joints_valid"]
     both = hand.all(1)
     edges = [mesh_edges(f) for f in faces]
@@ -232,5 +237,5 @@ def dir_loss(outputs: list[dict[str, torch.Tensor]], targets: dict[str, torch.Te
         pen = (penetration_loss(right.float(), left.float(), faces[1], reduction="none").mean(1)
                + penetration_loss(left.float(), right.float(), faces[0], reduction="none").mean(1))
         add("penetration", (pen.to(pair) * pair).sum() / pair.sum().clamp_min(1))
-    total = sum(w[k] * v for k, v in terms.items() if w[k] > 0)
+    total = sum((w[k] * v for k, v in terms.items() if w[k] > 0), torch.zeros((), device=right.device))
     return total, {k: v.detach() for k, v in terms.items()}

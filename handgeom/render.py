@@ -63,6 +63,8 @@ def pinhole_rays(K: torch.Tensor, height: int, width: int, supersample: int = 1)
 def cast(meshes: Sequence[Mesh], origins: torch.Tensor, dirs: torch.Tensor) -> Fragments:
     """First hit of rays ``origins + t dirs`` (``[..., 3]`` each, broadcast) against the scene of
     ``meshes``; the result has the rays' leading shape flattened to ``P``."""
+    if not meshes:
+        raise ValueError("cast: meshes must hold at least one (verts, faces) mesh")
     dtype = meshes[0][0].dtype
     counts = torch.tensor([0] + [f.shape[0] for _, f in meshes]).cumsum(0)
     offsets = [0]
@@ -91,6 +93,9 @@ def vertex_normals(verts: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
 def interpolate(attributes: Sequence[torch.Tensor], meshes: Sequence[Mesh], frags: Fragments) -> torch.Tensor:
     """Per-vertex ``attributes[m] [V_m, C]`` of each mesh interpolated at the hits by their
     barycentric weights: ``[P, C]`` (in the attributes' dtype), 0 for background."""
+    for m, ((verts, _), attr) in enumerate(zip(meshes, attributes)):
+        if attr.shape[0] != verts.shape[0]:
+            raise ValueError(f"interpolate: attributes[{m}] has {attr.shape[0]} rows for a mesh of {verts.shape[0]} vertices")
     table = torch.cat(list(attributes))
     offsets = [0]
     for attr in attributes[:-1]:

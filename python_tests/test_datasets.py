@@ -200,8 +200,26 @@ def test_augmentation_keeps_annotations_consistent(flip):
             assert abs(float(torch.linalg.det(R)) - 1) < 1e-5
             template = (s["object_verts"] - s["object_pose"][:, 3]) @ s["object_pose"][:, :3]
             assert torch.allclose(template @ R.T + t, out["object_verts"], atol=1e-5)
-    randomized = Augment(seed=3)(SyntheticSingleHand(1, SIZE, seed=4)[0])
+    sample = SyntheticSingleHand(1, SIZE, seed=4)[0]
+    randomized = Augment(seed=3)(sample, 0)
     check_consistent(randomized)
+    again = Augment(seed=3)(sample, 0)  # a function of (seed, index)
+    assert all(torch.equal(again[k], v) for k, v in randomized.items())
+    assert not torch.equal(Augment(seed=3)(sample, 1)["image"], randomized["image"])
+
+
+def test_augmentation_of_unannotated_joints_and_real_object_poses():
+    s = SyntheticInteractingHands(1, SIZE, seed=2)[0]
+    s["joints_valid"][1, 5:9] = False  # a reader's unannotated joints are zeros
+    s["joints_3d"][1, 5:9] = 0
+    s["joints_2d"][1, 5:9] = 0
+    out = transform(s, 1.0, 0.3, [0.0, 0.0], False)
+    assert torch.isfinite(out["joints_2d"]).all() and out["joints_2d"][1, 5:9].abs().max() == 0
+    s["object_pose"] = torch.cat([torch.eye(3), torch.tensor([[0.0], [0.0], [0.5]])], 1)  # a pose without a mesh
+    out = Augment(flip=1.0, colour=False)(s, 0)
+    assert torch.equal(out["hand_valid"], s["hand_valid"])  # never flipped: the object need not be symmetric
+    R = out["object_pose"][:, :3]
+    assert torch.allclose(R @ R.T, torch.eye(3), atol=1e-6) and not torch.allclose(R, torch.eye(3))
 
 
 def transform_rotation(angle: float) -> torch.Tensor:

@@ -294,7 +294,7 @@ def test_freihand_versions_map_images_to_annotations(tmp_path):
 def test_transform_and_cache_dir(tmp_path):
     freihand_fixture(tmp_path)
     ds = FreiHAND(tmp_path, image_size=S, cache_dir=tmp_path / "cache", versions=("gs",),
-                  transform=lambda s: {**s, "flipped": torch.tensor(True)})
+                  transform=lambda s, i: {**s, "flipped": torch.tensor(True)})
     assert ds.cache_path == tmp_path / "cache" / "handgeom_ik_freihand_training_gs.pt" and ds.cache_path.is_file()
     assert ds[0]["flipped"]
 

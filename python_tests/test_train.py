@@ -113,6 +113,8 @@ def test_eval_and_export_of_a_tiny_checkpoint(tmp_path, capsys):
     (["train", "dir", "--preset", "tiny", "--data", "nowhere"], "--data"),
     (["train", "dir", "--preset", "tiny", "--data", "interhand:/no/such/dir"], "not a directory"),
     (["train", "dir", "--preset", "tiny", "--loss", "chamfer=1"], "unknown terms"),
+    (["train", "dir", "--preset", "tiny", "--loss", "seg=-1"], "non-negative"),
+    (["train", "dir", "--preset", "tiny", "--resume"], "no checkpoint"),
     (["train", "dir", "--preset", "tiny", "--loss", "seg"], "name=weight"),
     (["train", "dir", "--preset", "tiny", "--steps", "-3"], "positive"),
     (["eval", "dir", "/no/such/checkpoint.pt"], "no checkpoint"),

@@ -91,7 +91,6 @@ HG_HOST_DEVICE bool intersect(const Ray<T>& r, Vec3<T> a, Vec3<T> b, Vec3<T> c, 
   return true;
 }
 
-// Parameter interval in which a ray is inside an axis-aligned box, intersected with [t0, t1].
 // Relative slack of the box tests: a few ulps (see ray_box).
 template <typename T>
 HG_HOST_DEVICE constexpr T box_slack() { return T(1) + T(4) * std::numeric_limits<T>::epsilon(); }
@@ -111,7 +110,7 @@ HG_HOST_DEVICE bool ray_box(const Ray<T>& r, const T* box, T t0, T t1, T* entry 
     t0 = hg_max(t0, hg_min(ta, tb));
     t1 = hg_min(t1, hg_max(ta, tb));
   }
-  if (entry != nullptr) *entry = t0;  // where the ray enters the box (clipped to [t0, t1])
+  if (entry != nullptr) *entry = t0;  // where the ray enters the box, clipped to t0 (written on a miss too)
   return t0 <= t1 * box_slack<T>();
 }
 

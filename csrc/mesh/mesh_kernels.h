@@ -180,16 +180,16 @@ struct NodeBoxes {
 
 // ---- traversal ----------------------------------------------------------------------------------
 
-// Calls visit(slot, hit) for every triangle of mesh b that the ray hits at 0 < t, visiting only
-// boxes the ray meets before t_max, which the visitor may lower as it goes (first-hit queries).
+// Calls visit(slot, hit) for every triangle of mesh b that the ray hits at 0 < t (all crossings:
+// the winding number; first hits have their own front-to-back traversal, first_hit).
 template <typename T, typename Visit>
-HG_HOST_DEVICE void trace(const Bvh<T>& bvh, int64_t b, const Ray<T>& ray, const T& t_max, Visit&& visit) {
+HG_HOST_DEVICE void trace(const Bvh<T>& bvh, int64_t b, const Ray<T>& ray, Visit&& visit) {
   int64_t stack[kStackSize];
   int top = 0;
   stack[top++] = 0;
   while (top > 0) {
     const int64_t node = stack[--top];
-    if (!ray_box(ray, bvh.box(b, node), T(0), t_max)) continue;
+    if (!ray_box(ray, bvh.box(b, node), T(0), std::numeric_limits<T>::infinity())) continue;
     if (bvh.is_leaf(node)) {
       bvh.for_each_triangle(b, node, [&](int64_t s, Vec3<T> a, Vec3<T> p, Vec3<T> c) {
         RayHit<T> hit;
@@ -209,7 +209,7 @@ HG_HOST_DEVICE int winding_along(const Bvh<T>& bvh, int64_t b, const Ray<T>& ray
   const T inf = std::numeric_limits<T>::infinity();
   int winding = 0;
   t_first = inf;
-  trace(bvh, b, ray, inf, [&](int64_t, const RayHit<T>& hit) {
+  trace(bvh, b, ray, [&](int64_t, const RayHit<T>& hit) {
     winding += hit.orientation;
     t_first = hg_min(t_first, hit.t);
   });

@@ -9,13 +9,21 @@ the intrinsics; the horizontal flip mirrors the camera frame (x -> -x), which tu
 into a right hand and the right into a left: the slots swap, and a mirrored hand's parameters are
 ``R -> M R M``, ``t -> M t`` with ``M = diag(-1, 1, 1)``, angles and lengths unchanged. Objects
 flip through their own mirror symmetry (every procedural object is symmetric under ``y -> -y`` in
-its frame), so ``object_verts`` stay the posed template.
+its frame), so ``object_verts`` stay the posed template; a real dataset's object (a pose without a
+mesh, which need not be symmetric) is never flipped. With ``fx != fy`` the augmented ``K`` gains an
+``[1, 0]`` entry: projecting with the full matrix (:func:`~handgeom.datasets.sample.project`)
+stays exact.
+
+A dataset calls its transform as ``transform(sample, index)``: :class:`Augment` draws the
+augmentation of sample ``index`` from a generator seeded by ``(seed, index)``, so it is the same in
+every DataLoader worker, process and resumed run.
 """
 
 from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -54,9 +62,7 @@ class Augment:
         shift: shift of the crop, up to this fraction of its side per axis.
         flip: probability of the horizontal flip (which swaps left and right).
         colour: apply :func:`photometric`.
-        seed: the generator's seed; each call draws the next augmentation (in a DataLoader each
-            worker holds its own copy, so give each worker its own seed through
-            ``worker_init_fn`` for distinct streams).
+        seed: with the sample's index, seeds the augmentation (see the module docstring).
     """
 
     def __init__(self, scale: float = 0.1, rotation: float = 180.0, shift: float = 0.05, flip: float = 0.5,
@@ -65,16 +71,20 @@ class Augment:
             raise ValueError(f"Augment: scale must lie in [0, 1), got {scale}")
         if not 0 <= flip <= 1:
             raise ValueError(f"Augment: flip must be a probability, got {flip}")
+        if seed < 0:
+            raise ValueError(f"Augment: seed must be non-negative, got {seed}")
         self.scale, self.rotation, self.shift, self.flip, self.colour = scale, rotation, shift, flip, colour
-        self.generator = torch.Generator().manual_seed(seed)
+        self.seed = seed
 
-    def __call__(self, sample: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        g = self.generator
+    def __call__(self, sample: dict[str, torch.Tensor], index: int) -> dict[str, torch.Tensor]:
+        state = np.random.SeedSequence([self.seed, index]).generate_state(2)
+        g = torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
         u = torch.rand(5, generator=g, dtype=torch.float64)
         s = 1 + self.scale * (2 * float(u[0]) - 1)
         angle = math.radians(self.rotation * (2 * float(u[1]) - 1))
         shift = (self.shift * (2 * u[2:4] - 1)).tolist()
-        out = transform(sample, s, angle, shift, bool(u[4] < self.flip))
+        real_object = "object_pose" in sample and "object_verts" not in sample
+        out = transform(sample, s, angle, shift, bool(u[4] < self.flip) and not real_object)
         if self.colour:
             out["image"] = photometric(out["image"], g)
         return out
@@ -126,13 +136,12 @@ def transform(sample: dict[str, torch.Tensor], scale: float, angle: float, shift
     out["translation"] = (sample["translation"] @ Gf.T)[order]
     for key in ("bone_lengths", "angles", "scale", "hand_valid", "joints_valid"):
         out[key] = sample[key][order]
-    joints_2d = project(out["joints_3d"].double(), K).float()
-    out["joints_2d"] = torch.where(out["hand_valid"][:, None, None], joints_2d, torch.zeros_like(joints_2d))
-    if "object_verts" in sample:
-        out["object_verts"] = sample["object_verts"] @ Gf.T
+    joints_2d = project(out["joints_3d"].double(), K).float()  # unannotated joints (zeros) project to NaN
+    out["joints_2d"] = torch.where(out["joints_valid"][..., None], joints_2d, torch.zeros_like(joints_2d))
+    if "object_pose" in sample:
         R, t = sample["object_pose"][:, :3], sample["object_pose"][:, 3]
         out["object_pose"] = torch.cat([Gf @ R @ (_MIRROR_Y if flip else torch.eye(3)), (Gf @ t)[:, None]], 1)
-        if flip:  # object_verts must stay the posed template: re-pose it through the symmetry
-            template = (sample["object_verts"] - t) @ R
-            out["object_verts"] = template @ out["object_pose"][:, :3].T + out["object_pose"][:, 3]
+    if "object_verts" in sample:  # the posed template: re-posed through the symmetry on a flip
+        template = (sample["object_verts"] - t) @ R
+        out["object_verts"] = template @ out["object_pose"][:, :3].T + out["object_pose"][:, 3]
     return out

@@ -370,7 +370,8 @@ class RealHandDataset(Dataset, abc.ABC):
         resolution: hand mesh resolution of ``verts`` and the labels, ``"coarse"`` or ``"fine"``.
         cache_dir: folder of the IK fit cache (default: ``root``); if it cannot be written, a
             warning says so and the fit is redone next time.
-        transform: a callable applied to each sample dict (augmentation).
+        transform: ``transform(sample, index)``, applied to each sample (augmentation, e.g.
+            :class:`~handgeom.datasets.Augment`).
         fit_device: device of the one-off IK fit (e.g. ``"cuda"`` for a whole dataset).
 
     Attributes: ``images`` (the images' paths relative to ``root``, in sample order),
@@ -378,7 +379,7 @@ class RealHandDataset(Dataset, abc.ABC):
     """
 
     def __init__(self, root: str | os.PathLike, split: str, image_size: int = 256, resolution: str = "coarse",
-                 cache_dir: str | os.PathLike | None = None, transform: Callable[[dict], dict] | None = None,
+                 cache_dir: str | os.PathLike | None = None, transform: Callable[[dict, int], dict] | None = None,
                  fit_device: str | torch.device = "cpu"):
         self.root = Path(root)
         if not self.root.is_dir():
@@ -498,4 +499,4 @@ class RealHandDataset(Dataset, abc.ABC):
                                   self.image_size, self.resolution)
         sample.update(image=image, K=K_crop.float(), **labels)
         sample.update({key: value[index] for key, value in self.extras.items()})
-        return self.transform(sample) if self.transform is not None else sample
+        return self.transform(sample, index) if self.transform is not None else sample

@@ -88,7 +88,8 @@ def crop_camera(K: torch.Tensor, points: torch.Tensor, size: int, fill: float = 
 def crop_box(K: torch.Tensor, K_crop: torch.Tensor, size: int) -> tuple[float, float, float, float]:
     """The ``(left, top, right, bottom)`` box, in the pixels of the camera with intrinsics ``K``,
     that a crop with intrinsics ``K_crop = A K`` (from :func:`crop_camera`) covers: the box to cut
-    and resize to ``size`` pixels (e.g. ``PIL.Image.crop(box).resize((size, size))``)."""
+    and resize to ``size`` pixels, at sub-pixel precision (``PIL.Image.crop`` rounds the box to
+    whole pixels; see ``handgeom.datasets.real.crop_image``)."""
     A = K_crop.double() @ torch.linalg.inv(K.double())
     s, left, top = float(A[0, 0]), -float(A[0, 2]) / float(A[0, 0]), -float(A[1, 2]) / float(A[1, 1])
     return left, top, left + size / s, top + size / s

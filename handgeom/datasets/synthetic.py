@@ -114,6 +114,8 @@ class _Scenes(Dataset):
             raise ValueError(f"{type(self).__name__}: image_size must be an int >= 8, got {image_size!r}")
         if not isinstance(supersample, int) or supersample < 1:
             raise ValueError(f"{type(self).__name__}: supersample must be a positive int, got {supersample!r}")
+        if not isinstance(seed, int) or seed < 0:
+            raise ValueError(f"{type(self).__name__}: seed must be a non-negative int, got {seed!r}")
         if not 0 < distance[0] <= distance[1]:
             raise ValueError(f"{type(self).__name__}: distance must be (near, far) metres with 0 < near <= far, "
                              f"got {distance}")
@@ -137,7 +139,7 @@ class _Scenes(Dataset):
         g = self.generator(index)
         hands, posed, obj = self.scene(g)
         sample = self.render(hands, posed, obj, g)
-        return self.transform(sample) if self.transform is not None else sample
+        return self.transform(sample, index) if self.transform is not None else sample
 
     def scene(self, g: torch.Generator) -> tuple[dict[str, HandParams], dict[str, tuple[torch.Tensor, torch.Tensor]],
                                                  tuple | None]:
@@ -245,8 +247,8 @@ class SyntheticInteractingHands(_Scenes):
     Both poses come from the hand model's sampler with random global rotations; the left hand
     approaches the right along a random direction (its centre offset sideways by up to
     ``lateral`` metres) and stops where the two surfaces first stop intersecting: the smallest
-    shift after which no vertex or face centroid of either hand is inside the other by the exact
-    inside test (nested sweeps, 0.2 mm apart at the end). Then, with probability ``contact``, it
+    shift after which no vertex or face point of either hand is inside the other by the exact
+    inside test (computed exactly by :func:`_separation`, plus 0.1 mm). Then, with probability ``contact``, it
     moves on by a gap of at most 1 cm (``near_gap``), else by 1 to 8 cm (``far_gap``). The remaining
     intersection volume (edges crossing between the tested points) is measured by
     ``benchmarks/bench_datasets.py``. Options: see :class:`_Scenes` (``resolution``, ``supersample``,
@@ -312,7 +314,8 @@ class SyntheticHandObject(_Scenes):
     of its joints together, then its two distal joints, each stage to the last pose before a vertex
     of that finger enters the object (nested sweeps; a step moves a fingertip by about 0.5 mm).
     A grasp is kept when at least ``min_contacts`` fingertips lie within ``contact_tolerance``
-    (2 mm) of the surface, else a new approach is drawn (up to ``attempts``; the best is kept).
+    (2 mm) of the surface, else a new approach is drawn; after ``attempts`` approaches, a new object
+    (up to ``attempts`` objects; none succeeding raises RuntimeError).
     """
 
     tag = 3
@@ -326,6 +329,9 @@ class SyntheticHandObject(_Scenes):
             raise ValueError(f"SyntheticHandObject: classes must be a non-empty subset of {OBJECT_CLASSES}, got {classes}")
         if not 0 < object_size[0] <= object_size[1]:
             raise ValueError(f"SyntheticHandObject: object_size must be (smallest, largest) metres, got {object_size}")
+        if not 1 <= min_contacts <= 5 or attempts < 1:
+            raise ValueError(f"SyntheticHandObject: min_contacts must be 1 to 5 and attempts >= 1, got "
+                             f"{min_contacts} and {attempts}")
         self.object_size, self.classes = object_size, tuple(classes)
         self.min_contacts, self.contact_tolerance, self.attempts = min_contacts, contact_tolerance, attempts
         surface = hand_model("right", self.resolution).surface

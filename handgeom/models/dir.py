@@ -191,6 +191,10 @@ class InteractingHandsNet(nn.Module):
                 raise ValueError(f"InteractingHandsNet: unknown preset {preset!r}; known: {sorted(PRESETS)}")
             preset = PRESETS[preset]
         cfg = self.config = preset
+        if not 1 <= cfg.stages <= 3:
+            raise ValueError(f"InteractingHandsNet: stages must be 1 to 3 (strides 16, 8, 4), got {cfg.stages}")
+        if cfg.joint_dim % cfg.heads:
+            raise ValueError(f"InteractingHandsNet: joint_dim ({cfg.joint_dim}) must be a multiple of heads ({cfg.heads})")
         self.image_size = cfg.image_size
         self.backbone = ResNet(cfg.depth, cfg.width, norm=cfg.norm)
         chans = self.backbone.channels  # strides 4, 8, 16, 32
@@ -199,7 +203,7 @@ class InteractingHandsNet(nn.Module):
         self.pool = nn.ModuleList(AttentionPool(top, cfg.norm) for _ in range(2))
         self.initial = nn.ModuleList(nn.Linear(top, PARAM_SIZE) for _ in range(2))
         self.initial_offset = nn.Linear(top, 3)
-        for layer in self.initial:  # start at the rest pose, palm to the camera, centred
+        for layer in self.initial:  # start with mid-range angles, the back of the hand to the camera, centred
             nn.init.normal_(layer.weight, std=1e-3)
             with torch.no_grad():
                 layer.bias.zero_()
@@ -207,11 +211,11 @@ class InteractingHandsNet(nn.Module):
                 layer.bias[-CAMERA] = 6.0  # weak-perspective scale: a 0.2 m hand spans most of [-1, 1]
         nn.init.zeros_(self.initial_offset.weight)
         nn.init.zeros_(self.initial_offset.bias)
-        radii = [1.0, 2.0] + [2.0] * max(cfg.stages - 2, 0)  # DIR: 1 px at stride 16, 2 px at stride 8
+        radii = [1.0, 2.0, 2.0]  # DIR: 1 px at stride 16, 2 px at stride 8
         prev = top
         self.stages = nn.ModuleList()
         for k in range(cfg.stages):
-            self.stages.append(RefinementStage(cfg, prev, chans[2 - k] if k < 3 else 0, radii[k]))
+            self.stages.append(RefinementStage(cfg, prev, chans[2 - k], radii[k]))
             prev = cfg.channels
         half = cfg.channels // 2
         self.seg_head = nn.Sequential(conv_bn_relu(cfg.channels, half, norm=cfg.norm), nn.Conv2d(half, 3, 1))
@@ -268,8 +272,7 @@ class InteractingHandsNet(nn.Module):
         for k, stage in enumerate(self.stages):
             prev = outputs[-1]
             x = F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
-            skip = maps[2 - k] if k < 3 else x.new_zeros(x.shape[0], 0, *x.shape[2:])
-            x = stage.merge(torch.cat([x, skip], 1))
+            x = stage.merge(torch.cat([x, maps[2 - k]], 1))
             uv = prev["joints_uv"].detach().flatten(1, 2)  # [B, 42, 2]
             sampled = sample_joint_features(x, uv)  # [B, 42, C]
             rel = prev["joints"].detach()  # [B, 2, 21, 3]

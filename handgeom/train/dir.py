@@ -11,13 +11,14 @@ penetration depth of either hand's vertices into the other.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from handgeom.datasets import InterHand26M, SyntheticInteractingHands
+from handgeom.datasets import Augment, DatasetFormatError, InterHand26M, SyntheticInteractingHands
 from handgeom.losses import DIR_WEIGHTS, dir_loss, dir_targets, placed_meshes
 from handgeom.metrics import alignment_scale, count_intersections, intersection_volume, mpjpe, penetration_depth
 from handgeom.models.dir import PRESETS as MODEL_PRESETS
@@ -47,25 +48,20 @@ def build_model(config: TrainConfig) -> nn.Module:
     return InteractingHandsNet(preset)
 
 
-def dataset(data: str, split: str, config: TrainConfig, size: int, seed: int | None = None) -> Dataset:
-    """``synthetic``: :class:`SyntheticInteractingHands` (training seed ``config.seed``, held-out
-    seed ``config.seed + 1`` unless ``seed`` is given); ``interhand:PATH``: InterHand2.6M's
-    interacting frames (train / val split)."""
+def dataset(data: str, split: str, config: TrainConfig, size: int, seed: int) -> Dataset:
+    """``synthetic``: :class:`SyntheticInteractingHands` drawn with ``seed``; ``interhand:PATH``:
+    InterHand2.6M's interacting frames (the train split for training, with augmentation seeded
+    by ``seed``; val otherwise)."""
     image_size = MODEL_PRESETS[config.model.get("preset", "cpu")].image_size
     if data == "synthetic":
-        seed = config.seed + (split != "train") if seed is None else seed
         return SyntheticInteractingHands(size, image_size, seed=seed)
     if data.startswith("interhand:"):
-        from pathlib import Path
-
-        from handgeom.datasets import Augment, DatasetFormatError
-
         root = Path(data.split(":", 1)[1])
         if not root.is_dir():
             raise TrainError(f"--data {data}: {root} is not a directory")
         try:
             return InterHand26M(root, "train" if split == "train" else "val", image_size, interacting_only=True,
-                                transform=Augment(seed=config.seed) if split == "train" else None)
+                                transform=Augment(seed=seed) if split == "train" else None)
         except DatasetFormatError as error:
             raise TrainError(f"--data {data}: {error}") from None
     raise TrainError(f"--data must be 'synthetic' or 'interhand:PATH', got {data!r}")
@@ -83,48 +79,56 @@ def loss(model: nn.Module, batch: dict, config: TrainConfig) -> tuple[torch.Tens
 
 def evaluate(model: nn.Module, loader: DataLoader, config: TrainConfig) -> dict[str, Any]:
     sums: dict[str, float] = {}
-    count = 0
+    counts: dict[str, float] = {}
     faces = _faces(model)
+    device = next(model.parameters()).device
 
-    def add(key: str, values: torch.Tensor) -> None:
-        sums[key] = sums.get(key, 0.0) + float(values.double().sum())
+    def add(key: str, values: torch.Tensor, valid: torch.Tensor) -> None:
+        """Per-sample ``values [B]`` where ``valid [B]`` holds."""
+        valid = valid.to(values.dtype)
+        sums[key] = sums.get(key, 0.0) + float((values * valid).double().sum())
+        counts[key] = counts.get(key, 0.0) + float(valid.sum())
 
+    samples = 0
     for batch in loader:
-        batch = {k: v.to(next(model.parameters()).device) for k, v in batch.items()}
+        batch = {k: v.to(device) for k, v in batch.items()}
         targets = dir_targets(batch)
         outputs = model(batch["image"])
-        count += batch["image"].shape[0]
+        samples += batch["image"].shape[0]
         size = batch["image"].shape[-1]
+        hand, joint = targets["hand_valid"], targets["joints_valid"]
+        both = hand.all(1)
         for k, out in enumerate(outputs):
             stage = "initial" if k == 0 else f"stage{k}"
             scale = alignment_scale(out["joints"], targets["joints"])  # [B, 2]
-            for slot, hand in enumerate(("right", "left")):
-                valid = targets["joints_valid"][:, slot]
-                add(f"{stage}/mpjpe_{hand}", 1e3 * mpjpe(out["joints"][:, slot], targets["joints"][:, slot], valid))
-                add(f"{stage}/mpvpe_{hand}", 1e3 * mpjpe(out["verts"][:, slot], targets["verts"][:, slot]))
-                aligned = scale[:, slot, None, None]
-                add(f"{stage}/mpjpe_aligned_{hand}",
-                    1e3 * mpjpe(aligned * out["joints"][:, slot], targets["joints"][:, slot], valid))
-                add(f"{stage}/mpvpe_aligned_{hand}", 1e3 * mpjpe(aligned * out["verts"][:, slot], targets["verts"][:, slot]))
-            add(f"{stage}/mrrpe", 1e3 * (out["offset"] - targets["offset"]).norm(dim=-1))
-            uv_error = ((out["joints_uv"] - targets["joints_uv"]) * size / 2).norm(dim=-1)
-            add(f"{stage}/joints_2d_px", (uv_error * targets["joints_valid"]).sum((1, 2)) / targets["joints_valid"].sum((1, 2)).clamp_min(1))
-        right, left = placed_meshes(outputs[-1])
-        right, left = right.double(), left.double()
-        add("last/intersections", count_intersections(right, faces[0], left, faces[1]))
-        add("last/volume_cm3", 1e6 * intersection_volume(right, faces[0], left, faces[1], pitch=0.001))
-        add("last/depth_mm", 1e3 * torch.maximum(penetration_depth(right, left, faces[1]), penetration_depth(left, right, faces[0])))
-    metrics = {k: v / max(count, 1) for k, v in sums.items()}
-    stages = sorted({k.split("/")[0] for k in metrics if k != "last"} - {"last"}, key=lambda s: (s != "initial", s))
-    out: dict[str, Any] = {"samples": count}
+            for slot, side in enumerate(("right", "left")):
+                valid, present = joint[:, slot], hand[:, slot] & joint[:, slot].any(1)
+                alignable = present & joint[:, slot, 0] & joint[:, slot, 9]
+                s = scale[:, slot, None, None]
+                add(f"{stage}/mpjpe_{side}", 1e3 * mpjpe(out["joints"][:, slot], targets["joints"][:, slot], valid), present)
+                add(f"{stage}/mpvpe_{side}", 1e3 * mpjpe(out["verts"][:, slot], targets["verts"][:, slot]), hand[:, slot])
+                add(f"{stage}/mpjpe_aligned_{side}",
+                    1e3 * mpjpe(s * out["joints"][:, slot], targets["joints"][:, slot], valid), alignable)
+                add(f"{stage}/mpvpe_aligned_{side}", 1e3 * mpjpe(s * out["verts"][:, slot], targets["verts"][:, slot]),
+                    alignable)
+            add(f"{stage}/mrrpe", 1e3 * (out["offset"] - targets["offset"]).norm(dim=-1), both)
+            uv_error = ((out["joints_uv"] - targets["joints_uv"]) * size / 2).norm(dim=-1)  # pixels
+            add(f"{stage}/joints_2d_px", (uv_error * joint).sum((1, 2)) / joint.sum((1, 2)).clamp_min(1), joint.any(2).any(1))
+        right, left = (v.double() for v in placed_meshes(outputs[-1]))
+        add("last/intersections", count_intersections(right, faces[0], left, faces[1]).double(), both)
+        add("last/volume_cm3", 1e6 * intersection_volume(right, faces[0], left, faces[1], pitch=0.001), both)
+        depth = torch.maximum(penetration_depth(right, left, faces[1]), penetration_depth(left, right, faces[0]))
+        add("last/depth_mm", 1e3 * depth, both)
+    metrics = {k: sums[k] / counts[k] if counts[k] else float("nan") for k in sums}
+    stages = ["initial"] + [f"stage{k}" for k in range(1, len(outputs))]
+    out: dict[str, Any] = {"samples": samples}
     for stage in stages + ["last"]:
         out[stage] = {k.split("/")[1]: v for k, v in metrics.items() if k.startswith(stage + "/")}
     for stage in stages:
         m = out[stage]
         m["mpjpe"] = (m["mpjpe_right"] + m["mpjpe_left"]) / 2
         m["mpjpe_aligned"] = (m["mpjpe_aligned_right"] + m["mpjpe_aligned_left"]) / 2
-    final = stages[-1]
-    out["refinement_gain"] = 1 - out[final]["mpjpe"] / max(out["initial"]["mpjpe"], 1e-9)
+    out["refinement_gain"] = 1 - out[stages[-1]]["mpjpe"] / max(out["initial"]["mpjpe"], 1e-9)
     return out
 
 

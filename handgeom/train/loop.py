@@ -66,10 +66,11 @@ class System(Protocol):
 
     name: str
     PRESETS: dict[str, TrainConfig]
+    LOSS_TERMS: tuple[str, ...]  # the names ``--loss`` may weigh
 
     def build_model(self, config: TrainConfig) -> nn.Module: ...
 
-    def dataset(self, data: str, split: str, config: TrainConfig, size: int) -> Dataset: ...
+    def dataset(self, data: str, split: str, config: TrainConfig, size: int, seed: int) -> Dataset: ...
 
     def loss(self, model: nn.Module, batch: dict, config: TrainConfig) -> tuple[torch.Tensor, dict[str, torch.Tensor]]: ...
 
@@ -104,12 +105,24 @@ class StepBatches(Sampler[list[int]]):
             yield perm[k * self.batch + self.rank:(k + 1) * self.batch:self.world].tolist()
 
 
-def _distributed() -> tuple[int, int]:
-    """(rank, world size), initializing the process group when launched by torchrun."""
+def _distributed(device: str) -> tuple[int, int]:
+    """(rank, world size), initializing the process group when launched by torchrun: nccl for
+    CUDA, gloo for the CPU."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        dist.init_process_group("nccl" if device == "cuda" else "gloo")
     return (dist.get_rank(), world) if world > 1 else (0, 1)
+
+
+def _open_log(path: Path, start: int):
+    """The JSON-lines log, for appending from step ``start``: a new run starts a new log; a
+    resumed run keeps the records up to its checkpoint (those after it are repeated)."""
+    kept = []
+    if start > 0 and path.is_file():
+        kept = [line for line in path.read_text().splitlines() if json.loads(line)["step"] <= start]
+    log = path.open("w")
+    log.writelines(line + "\n" for line in kept)
+    return log
 
 
 def _schedule(config: TrainConfig) -> Callable[[int], float]:
@@ -132,38 +145,63 @@ def train(system: System, preset: str, data: str, out: Path, steps: int | None =
     (``out/last.pt``); see the module docstring. ``resume`` continues ``out/last.pt``."""
     if preset not in system.PRESETS:
         raise TrainError(f"unknown preset {preset!r} for {system.name}; known: {', '.join(sorted(system.PRESETS))}")
-    base = system.PRESETS[preset]
-    config = TrainConfig(**{**base.__dict__, **({"steps": steps} if steps else {}), **({"batch": batch} if batch else {}),
-                            "loss": {**base.loss, **(loss_weights or {})}})
-    if config.steps < 1 or config.batch < 1:
-        raise TrainError(f"--steps and --batch must be positive, got {config.steps} and {config.batch}")
-    rank, world = _distributed()
-    torch.manual_seed(config.seed)
+    unknown = sorted(set(loss_weights or {}) - set(system.LOSS_TERMS))
+    if unknown:
+        raise TrainError(f"--loss: unknown terms {unknown}; known: {', '.join(system.LOSS_TERMS)}")
+    if any(not w >= 0 for w in (loss_weights or {}).values()):
+        raise TrainError(f"--loss: weights must be non-negative, got {loss_weights}")
+    for flag, value in (("--steps", steps), ("--batch", batch)):
+        if value is not None and value < 1:
+            raise TrainError(f"{flag} must be positive, got {value}")
+    rank, world = _distributed(device)
     out = Path(out)
+    ckpt_path = out / CHECKPOINT
+    state = None
+    if resume:  # the run's own settings, from its checkpoint
+        if not ckpt_path.is_file():
+            raise TrainError(f"--resume: no checkpoint at {ckpt_path}")
+        state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+        if (state["system"], state["preset"], state["data"]) != (system.name, preset, data):
+            raise TrainError(f"--resume: {ckpt_path} is a {state['system']} {state['preset']} run on {state['data']}, "
+                             f"not {system.name} {preset} on {data}")
+        config = TrainConfig(**state["config"])
+        asked = {"--steps": (steps, config.steps), "--batch": (batch, config.batch)}
+        conflicts = [f"{flag} {mine} (the run's: {theirs})" for flag, (mine, theirs) in asked.items()
+                     if mine is not None and mine != theirs]
+        if loss_weights and {**config.loss, **loss_weights} != config.loss:
+            conflicts.append(f"--loss {loss_weights} (the run's: {config.loss})")
+        if conflicts:
+            raise TrainError(f"--resume continues the run as it was started; drop {', '.join(conflicts)}")
+        if state["step"] >= config.steps:
+            raise TrainError(f"--resume: {ckpt_path} has finished its {config.steps} steps")
+    else:
+        base = system.PRESETS[preset]
+        config = TrainConfig(**{**base.__dict__, **({"steps": steps} if steps else {}),
+                                **({"batch": batch} if batch else {}), "loss": {**base.loss, **(loss_weights or {})}})
+    torch.manual_seed(config.seed)
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
-    dev = torch.device(device)
+    dev = torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if device == "cuda" else device)
+    if dev.type == "cuda":
+        torch.cuda.set_device(dev)
     model = system.build_model(config).to(dev)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(config))
     start, history = 0, []
-    ckpt_path = out / CHECKPOINT
-    if resume:
-        if not ckpt_path.is_file():
-            raise TrainError(f"--resume: no checkpoint at {ckpt_path}")
-        state = torch.load(ckpt_path, map_location=dev, weights_only=False)
+    if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         start, history = state["step"], state["history"]
-    train_set = system.dataset(data, "train", config, config.steps * config.batch)
-    eval_set = system.dataset(data, "eval", config, config.eval_size)
+    train_set = system.dataset(data, "train", config, config.steps * config.batch, config.seed)
+    eval_set = system.dataset(data, "eval", config, config.eval_size, config.seed + 1)  # held out: another seed
     sampler = StepBatches(len(train_set), config.batch, config.steps, config.seed, start, rank, world)
     loader = DataLoader(train_set, batch_sampler=sampler, num_workers=config.workers,
                         persistent_workers=False, pin_memory=dev.type == "cuda")
-    wrapped = nn.parallel.DistributedDataParallel(model) if world > 1 else model
+    wrapped = model if world == 1 else nn.parallel.DistributedDataParallel(
+        model, device_ids=[dev.index] if dev.type == "cuda" else None)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if dev.type == "cuda" else torch.autocast("cpu", enabled=False)
-    log = (out / LOG).open("a") if rank == 0 else None
+    log = _open_log(out / LOG, start) if rank == 0 else None
     started = time.perf_counter()
     bar = tqdm(loader, total=len(sampler), initial=0, desc=f"{system.name} {preset}", disable=not progress or rank != 0)
     step = start
@@ -245,12 +283,15 @@ def load_checkpoint(system: System, path: Path, device: str = "cpu") -> tuple[nn
 
 def evaluate_checkpoint(system: System, path: Path, data: str, out: Path | None = None, size: int | None = None,
                         seed: int = 1, device: str = "cpu") -> dict:
-    """``handgeom eval``: the system's metrics of a checkpoint on ``size`` held-out samples of
-    ``data``, written to ``out`` as ``eval.json`` and ``eval.md`` when given."""
+    """``handgeom eval``: the system's metrics of a checkpoint on ``size`` samples of ``data``
+    drawn with ``seed`` (held out when it is not the training seed), written to ``out`` as
+    ``eval.json`` and ``eval.md`` when given."""
     model, config, state = load_checkpoint(system, path, device)
+    if seed == config.seed and data == state["data"]:
+        raise TrainError(f"--seed {seed} is the training seed of {path}: choose another for held-out data")
     config.eval_size = size or config.eval_size
-    config.seed = seed
-    metrics = _evaluate(system, model, system.dataset(data, "eval", config, config.eval_size), config, torch.device(device))
+    metrics = _evaluate(system, model, system.dataset(data, "eval", config, config.eval_size, seed), config,
+                        torch.device(device))
     metrics["checkpoint"] = {"path": str(path), "step": state["step"], "preset": state["preset"], "data": data,
                              "eval_seed": seed}
     if out is not None:

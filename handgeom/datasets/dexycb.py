@@ -13,7 +13,7 @@ import numpy as np
 import torch
 import yaml
 
-from handgeom.datasets.real import (Annotations, DatasetFormatError, RealHandDataset, one_hand, require,
+from handgeom.datasets.real import (Annotations, DatasetFormatError, RealHandDataset, one_hand, read_structured, require,
                                     to_array)
 
 __all__ = ["DexYCB"]
@@ -42,13 +42,7 @@ INTRINSICS_SUFFIX = "_640x480.yml"
 
 
 def _read_yaml(path: Path) -> Any:
-    try:
-        with open(path, encoding="utf-8") as f:
-            return yaml.safe_load(f)
-    except FileNotFoundError:
-        raise DatasetFormatError(f"{path}: annotation file not found") from None
-    except yaml.YAMLError as e:
-        raise DatasetFormatError(f"{path}: not valid YAML ({e})") from None
+    return read_structured(path, yaml.safe_load, yaml.YAMLError, "YAML")
 
 
 def _subdirs(folder: Path) -> list[Path]:

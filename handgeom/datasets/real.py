@@ -55,8 +55,8 @@ from handgeom.datasets.sample import (HAND_LABELS, PARAM_KEYS, SIDES, crop_box, 
                                       hand_model, hands_to_camera, project, render_labels)
 from handgeom.hand import DEFAULT_BONE_LENGTHS, HandModel, HandParams
 
-__all__ = ["DatasetFormatError", "Annotations", "RealHandDataset", "fit_hands", "one_hand", "read_json", "require",
-           "to_array", "stack_arrays", "load_image", "crop_image", "MIN_HAND_JOINTS"]
+__all__ = ["DatasetFormatError", "Annotations", "RealHandDataset", "fit_hands", "one_hand", "read_json", "read_structured",
+           "require", "to_array", "stack_arrays", "load_image", "crop_image", "MIN_HAND_JOINTS"]
 
 MIN_HAND_JOINTS = 11  # valid joints (the wrist among them) that a hand needs to be fitted and used
 IMPUTE_ROUNDS = 3  # refits of a partially annotated hand, each with its invalid joints set to the last fit's
@@ -75,17 +75,23 @@ class DatasetFormatError(ValueError):
 # Checked access to parsed files
 
 
-def read_json(path: Path) -> Any:
-    """The parsed JSON file, or a :class:`DatasetFormatError` for a missing or malformed one."""
+def read_structured(path: Path, load: Callable[[Any], Any], errors: type[Exception] | tuple, kind: str) -> Any:
+    """``load(file)`` of a text annotation file, or a :class:`DatasetFormatError` for a missing,
+    unreadable or malformed one (``errors``: the parser's exceptions; ``kind`` names the format)."""
     try:
         with open(path, encoding="utf-8") as f:
-            return json.load(f)
+            return load(f)
     except FileNotFoundError:
         raise DatasetFormatError(f"{path}: annotation file not found") from None
-    except json.JSONDecodeError as e:
-        raise DatasetFormatError(f"{path}: not valid JSON ({e.msg} at line {e.lineno}, column {e.colno})") from None
+    except errors as e:
+        raise DatasetFormatError(f"{path}: not valid {kind} ({str(e).splitlines()[0]})") from None
     except (OSError, UnicodeDecodeError) as e:
         raise DatasetFormatError(f"{path}: cannot be read ({e})") from None
+
+
+def read_json(path: Path) -> Any:
+    """The parsed JSON file, or a :class:`DatasetFormatError` for a missing or malformed one."""
+    return read_structured(path, json.load, json.JSONDecodeError, "JSON")
 
 
 def require(obj: Any, key: Any, path: Path, where: str = "", kind: type | None = None) -> Any:

@@ -119,7 +119,6 @@ def fake_outputs(t, joint_shift=0.0, offset_shift=0.0):
     """Outputs equal to the targets, but for the given shifts."""
     out = {"joints": t["joints"] + joint_shift, "verts": t["verts"].clone(), "joints_uv": t["joints_uv"].clone(),
            "verts_uv": t["verts_uv"].clone(), "offset": t["offset"] + offset_shift}
-    size = t["seg"].shape[-1]
     out["seg"] = F.one_hot(t["seg"], 3).permute(0, 3, 1, 2).float() * 50.0  # confident and right
     out["dense"] = t["dense"].clone()
     return out

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from handgeom.datasets.sample import SIDES, project
+from handgeom.datasets.sample import project
 
 __all__ = ["Augment", "photometric"]
 

@@ -30,7 +30,7 @@ from handgeom.datasets.objects import OBJECT_CLASSES, make_object
 from handgeom.datasets.sample import (HAND_LABELS, OBJECT_LABEL, SIDES, crop_camera, hand_entries, hand_model,
                                       hands_to_camera, render_labels)
 from handgeom.hand import HandParams
-from handgeom.hand.kinematics import quaternion_to_matrix, rotation_matrix
+from handgeom.hand.kinematics import quaternion_to_matrix
 from handgeom.ops.mesh import MeshBVH, points_inside_mesh, ray_mesh_intersect, signed_distance
 from handgeom.render import cast, interpolate, pinhole_rays, shade, vertex_normals
 

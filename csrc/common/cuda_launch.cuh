@@ -68,7 +68,7 @@ void parallel_for_cuda(int64_t n, const Body& body) {
 // The CUDA launch policy handed to device-generic host code; see CpuLauncher in parallel.h.
 struct CudaLauncher {
   template <typename Body>
-  void operator()(int64_t n, const Body& body) const { parallel_for_cuda(n, body); }
+  void operator()(int64_t n, const Body& body, int64_t /*grain: CPU only*/ = 1) const { parallel_for_cuda(n, body); }
   void fresh_output(const at::Tensor&) const {}
   // Every index in parallel: outputs shared within a group are updated with shared_add (atomics).
   template <typename Body>

@@ -20,8 +20,11 @@ void parallel_for_cpu(int64_t n, int64_t grain, const Body& body) {
 // The CPU launch policy handed to device-generic host code (see projection/projection.h); its
 // CUDA twin is CudaLauncher in cuda_launch.cuh.
 struct CpuLauncher {
+  // grain: the fewest tasks worth a thread of their own; launches of no more tasks run inline,
+  // since waking the pool costs more than a few microseconds of work (much more when the CPU
+  // is oversubscribed and a pool thread has been descheduled).
   template <typename Body>
-  void operator()(int64_t n, const Body& body) const { parallel_for_cpu(n, 1, body); }
+  void operator()(int64_t n, const Body& body, int64_t grain = 1) const { parallel_for_cpu(n, grain, body); }
   // Called on a freshly allocated output before the kernel writes it.
   void fresh_output(const at::Tensor& out) const { advise_huge_pages(out); }
   // body(g * size + i) for all i of a group run in order on one task: outputs a group shares

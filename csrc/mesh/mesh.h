@@ -5,6 +5,7 @@
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 
+#include <algorithm>
 #include <optional>
 #include <tuple>
 
@@ -33,6 +34,10 @@ inline int64_t leaves_for(int64_t faces) {
   return leaves;
 }
 
+// Faces (or nodes) of build work per CPU task range: a hand's BVH (656 faces) builds on one
+// thread in ~0.1 ms, where a parallel region per tree level would cost more than the work.
+constexpr int64_t kBuildGrain = 4096;
+
 // (order [B, F] int32, tris [B, F, 9], boxes [B, 2L-1, 6]); with `order` given, a refit.
 template <typename Launch>
 std::tuple<Tensor, Tensor, Tensor> build(const Tensor& verts, const Tensor& faces,
@@ -46,14 +51,15 @@ std::tuple<Tensor, Tensor, Tensor> build(const Tensor& verts, const Tensor& face
     if (!order.defined()) {  // top-down median splits, one launch per tree level
       order = at::arange(F, verts.options().dtype(at::kInt)).repeat({B, 1});
       Tensor centroids = at::empty({B, F, 3}, verts.options());
-      launch(B * F, Centroids<scalar_t>{m, centroids.data_ptr<scalar_t>()});
-      for (int depth = 0; (int64_t(1) << depth) < leaves; ++depth) {
-        launch(B << depth, SplitNodes<scalar_t>{centroids.data_ptr<scalar_t>(), order.data_ptr<int32_t>(), F, depth});
+      launch(B * F, Centroids<scalar_t>{m, centroids.data_ptr<scalar_t>()}, kBuildGrain);
+      for (int depth = 0; (int64_t(1) << depth) < leaves; ++depth) {  // a node splits F >> depth faces
+        launch(B << depth, SplitNodes<scalar_t>{centroids.data_ptr<scalar_t>(), order.data_ptr<int32_t>(), F, depth},
+               std::max<int64_t>(1, kBuildGrain / std::max<int64_t>(1, F >> depth)));
       }
     }
-    launch(B * F, GatherTriangles<scalar_t>{m, order.data_ptr<int32_t>(), tris.data_ptr<scalar_t>()});
+    launch(B * F, GatherTriangles<scalar_t>{m, order.data_ptr<int32_t>(), tris.data_ptr<scalar_t>()}, kBuildGrain);
     const Bvh<scalar_t> bvh = make_bvh<scalar_t>(order, tris, boxes);
-    launch(B * bvh.nodes(), NodeBoxes<scalar_t>{bvh, boxes.data_ptr<scalar_t>()});
+    launch(B * bvh.nodes(), NodeBoxes<scalar_t>{bvh, boxes.data_ptr<scalar_t>()}, kBuildGrain);
   });
   return {order, tris, boxes};
 }

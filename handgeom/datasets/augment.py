@@ -23,11 +23,10 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
-from handgeom.datasets.sample import project
+from handgeom.datasets.sample import project, seeded_generator
 
 __all__ = ["Augment", "photometric"]
 
@@ -77,8 +76,7 @@ class Augment:
         self.seed = seed
 
     def __call__(self, sample: dict[str, torch.Tensor], index: int) -> dict[str, torch.Tensor]:
-        state = np.random.SeedSequence([self.seed, index]).generate_state(2)
-        g = torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
+        g = seeded_generator(self.seed, index)
         u = torch.rand(5, generator=g, dtype=torch.float64)
         s = 1 + self.scale * (2 * float(u[0]) - 1)
         angle = math.radians(self.rotation * (2 * float(u[1]) - 1))

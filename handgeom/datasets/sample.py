@@ -40,6 +40,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 
+import numpy as np
 import torch
 
 from handgeom.hand import HandModel, HandParams
@@ -47,13 +48,21 @@ from handgeom.hand.kinematics import rotation_matrix
 from handgeom.render import Fragments, cast, interpolate, pinhole_rays, vertex_normals
 
 __all__ = ["SIDES", "PARAM_KEYS", "HAND_LABELS", "OBJECT_LABEL", "project", "crop_camera", "crop_box", "hands_to_camera",
-           "dense_code", "render_labels", "hand_entries", "hand_params", "hand_model"]
+           "dense_code", "render_labels", "hand_entries", "hand_params", "hand_model", "seeded_generator"]
 
 SIDES = ("right", "left")
 PARAM_KEYS = ("rotation", "translation", "bone_lengths", "angles", "scale")
 HAND_LABELS = (1, 2)  # mask values of the right and left hand
 OBJECT_LABEL = 3
 CROP_FILL = 0.8  # the hands fill this fraction of the square crop's side (InterHand2.6M-style crops)
+
+
+def seeded_generator(*keys: int) -> torch.Generator:
+    """A torch generator seeded from non-negative integer ``keys`` (e.g. dataset, seed, index) by
+    NumPy's SeedSequence, so that nearby keys give unrelated streams: the randomness of one sample
+    is a pure function of its keys."""
+    state = np.random.SeedSequence(list(keys)).generate_state(2)
+    return torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
 
 
 @lru_cache(maxsize=None)

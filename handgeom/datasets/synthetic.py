@@ -21,14 +21,13 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import torch
 from torch.utils.data import Dataset
 
 from handgeom.datasets.augment import photometric
 from handgeom.datasets.objects import OBJECT_CLASSES, make_object
 from handgeom.datasets.sample import (HAND_LABELS, OBJECT_LABEL, SIDES, crop_camera, hand_entries, hand_model,
-                                      hands_to_camera, render_labels)
+                                      hands_to_camera, render_labels, seeded_generator)
 from handgeom.hand import HandParams
 from handgeom.hand.kinematics import quaternion_to_matrix
 from handgeom.ops.mesh import MeshBVH, points_inside_mesh, ray_mesh_intersect, signed_distance
@@ -127,10 +126,8 @@ class _Scenes(Dataset):
         return self.size
 
     def generator(self, index: int) -> torch.Generator:
-        """The random generator of sample ``index``: seeded from ``(dataset, seed, index)`` by
-        NumPy's SeedSequence, so that nearby seeds and indices give unrelated streams."""
-        state = np.random.SeedSequence([self.tag, self.seed & 0xFFFFFFFF, self.seed >> 32, index]).generate_state(2)
-        return torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
+        """The random generator of sample ``index``, seeded from ``(dataset, seed, index)``."""
+        return seeded_generator(self.tag, self.seed & 0xFFFFFFFF, self.seed >> 32, index)
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         if not -self.size <= index < self.size:

@@ -226,7 +226,7 @@ def dir_loss(outputs: list[dict[str, torch.Tensor]], targets: dict[str, torch.Te
                             / class_weight.flatten(1).mean(1)[:, None, None], torch.ones_like(class_weight[:, 0, 0])))
     dense = F.interpolate(last["dense"], size=size, mode="bilinear", align_corners=False)
     on_hands = (targets["seg"] > 0)[:, None].expand_as(dense)
-    add("dense", _masked_mean(F.smooth_l1_loss(dense, targets["dense"], reduction="none"), on_hands))
+    add("dense", _smooth_l1(dense, targets["dense"], on_hands))
     right, left = placed_meshes(last)
     pair = both.to(right.dtype)
     with torch.set_grad_enabled(torch.is_grad_enabled() and w["occupancy"] > 0):

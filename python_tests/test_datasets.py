@@ -235,6 +235,37 @@ def test_identity_transform_is_identity():
     assert torch.allclose(out["image"], s["image"], atol=1e-5)
 
 
+def test_body_arrangement_puts_the_right_hand_on_the_image_left():
+    """The body arrangement is seen from the front: the person's right wrist is mostly left of
+    the left wrist in the image; the random arrangement has no such prior."""
+    def right_first(arrangement):
+        ds = SyntheticInteractingHands(40, 16, seed=9, arrangement=arrangement)
+        return sum(float(ds[i]["joints_3d"][0, 0, 0] < ds[i]["joints_3d"][1, 0, 0]) for i in range(len(ds))) / len(ds)
+
+    assert right_first("body") >= 0.8
+    assert 0.2 <= right_first("random") <= 0.8
+
+
+@pytest.mark.parametrize("side", ["right", "left"])
+def test_palms_are_lighter_than_the_backs_of_the_hands(side):
+    """The palm tint is on the side the fingers flex towards (a wrong sign lightens the backs)."""
+    from handgeom.datasets.synthetic import _hand_albedo
+    from handgeom.render import cast, interpolate
+
+    model = hand_model(side, "coarse")
+    verts = model(model.rest_pose()).verts
+    albedo = _hand_albedo(torch.tensor([0.36, 0.23, 0.16]), side, "coarse")
+    ys, xs = torch.meshgrid(*(torch.linspace(-0.1, 0.2, 64),) * 2, indexing="ij")
+    grid = torch.stack([xs.flatten() * 0.8, ys.flatten(), torch.zeros(64 * 64)], 1)
+    seen = {}
+    for name, z in (("palm", -1.0), ("back", 1.0)):  # the rest pose's fingers flex towards -z
+        origins, dirs = grid + torch.tensor([0.0, 0.0, z]), torch.tensor([0.0, 0.0, -z]).expand(64 * 64, 3)
+        frags = cast([(verts, model.faces)], origins, dirs)
+        assert frags.hit.sum() > 300
+        seen[name] = interpolate([albedo], [(verts, model.faces)], frags)[frags.hit].mean()
+    assert seen["palm"] > seen["back"] + 0.1
+
+
 def test_supersampling_and_noise_options():
     plain = SyntheticSingleHand(1, 32, seed=1)[0]
     smooth = SyntheticSingleHand(1, 32, seed=1, supersample=2)[0]
@@ -252,6 +283,7 @@ def test_supersampling_and_noise_options():
     (lambda: SyntheticHandObject(2, classes=("teapot",)), "classes"),
     (lambda: SyntheticHandObject(2, object_size=(0.2, 0.1)), "object_size"),
     (lambda: SyntheticInteractingHands(2, distance=(0.0, 1.0)), "distance"),
+    (lambda: SyntheticInteractingHands(2, arrangement="sideways"), "arrangement"),
     (lambda: make_object("box", -1.0), "size"),
     (lambda: Augment(scale=1.5), "scale"),
 ])

@@ -9,16 +9,20 @@ call, in every DataLoader worker and on every machine; a held-out split is anoth
 - :class:`SyntheticHandObject`: a right hand grasping one of eight procedural objects.
 - :class:`SyntheticSingleHand`: one hand in a random pose and view.
 
-Each scene is built in a world frame, then seen by a pinhole camera from a uniformly random
-direction (all of SO(3)) at a random distance, aimed at the scene's centre, and cropped so that the
-scene fills ``CROP_FILL`` of a square crop (the interacting-hands papers' preprocessing); ``K`` is
-the crop's. Images: Lambertian shading with ambient light and a random light direction, a random
-skin tone per hand and colour per object, over a procedural background (a colour gradient, value
-noise, random discs and boxes). Samples are dicts with the keys of :mod:`handgeom.datasets.sample`.
+Each scene is built in a world frame, then seen by a pinhole camera at a random distance, aimed at
+the scene's centre, and cropped so that the scene fills ``CROP_FILL`` of a square crop (the
+interacting-hands papers' preprocessing); ``K`` is the crop's. The camera looks from a uniformly
+random direction (all of SO(3)), except for the interacting hands' default "body" arrangement,
+which is InterHand2.6M's capture: the hands in front of a person, in natural orientations, seen
+from a dome of cameras in front. Images: Lambertian shading with ambient light and a random light
+direction, a random skin tone per hand (with lighter palms and pale nails) and colour per object,
+over a procedural background (a colour gradient, value noise, random discs and boxes). Samples
+are dicts with the keys of :mod:`handgeom.datasets.sample`.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -30,6 +34,7 @@ from handgeom.datasets.sample import (HAND_LABELS, OBJECT_LABEL, SIDES, crop_cam
                                       hands_to_camera, render_labels, seeded_generator)
 from handgeom.hand import HandParams
 from handgeom.hand.kinematics import quaternion_to_matrix
+from handgeom.hand.skeleton import BONES
 from handgeom.ops.mesh import MeshBVH, points_inside_mesh, ray_mesh_intersect, signed_distance
 from handgeom.render import cast, interpolate, pinhole_rays, shade, vertex_normals
 
@@ -144,12 +149,16 @@ class _Scenes(Dataset):
         for them) by side, and the object ``(verts, faces, class)`` or None."""
         raise NotImplementedError
 
+    def camera(self, g: torch.Generator) -> torch.Tensor:
+        """The world-to-camera rotation: uniformly random."""
+        return _rotation(g)
+
     def render(self, hands: dict[str, HandParams], posed: dict[str, tuple[torch.Tensor, torch.Tensor]],
                obj: tuple | None, g: torch.Generator) -> dict[str, torch.Tensor]:
-        # camera: a random view direction and spin, at a random distance, aimed at the scene's centre
+        # camera: a view direction and spin (see `camera`), at a random distance, aimed at the scene's centre
         points = torch.cat([v for _, v in posed.values()] + ([obj[0]] if obj else []))
         centre = (points.amin(0) + points.amax(0)) / 2
-        R = _rotation(g)
+        R = self.camera(g)
         t = torch.tensor([0.0, 0.0, float(_uniform(g, *self.distance))], dtype=F64) - R @ centre
         K = crop_camera(torch.eye(3, dtype=F64), points @ R.T + t, self.image_size,
                         centre_shift=tuple(_uniform(g, -0.03, 0.03, (2,)).tolist()))
@@ -176,7 +185,8 @@ class _Scenes(Dataset):
 
     def _shade(self, meshes, labels, K, frags, normals, g) -> torch.Tensor:
         size, s = self.image_size, self.supersample
-        albedo = torch.stack([_skin(g) if lab in HAND_LABELS else _object_colour(g) for lab in labels]).float()
+        albedo = [_hand_albedo(_skin(g), SIDES[HAND_LABELS.index(lab)], self.resolution) if lab in HAND_LABELS
+                  else _object_colour(g).float().expand(verts.shape[0], 3) for (verts, _), lab in zip(meshes, labels)]
         light = torch.nn.functional.normalize(torch.tensor([0.0, 0.0, -1.0]) + 0.8 * _unit(g).float(), dim=0)
         ambient = float(_uniform(g, 0.25, 0.5))
         background = _background(size, g)
@@ -185,7 +195,7 @@ class _Scenes(Dataset):
             frags = cast(meshes, torch.zeros(3), pinhole_rays(K, size, size, s).reshape(-1, 3).float())
             normals = interpolate([vertex_normals(v, f) for v, f in meshes], meshes, frags)
         dirs = frags.dirs
-        lit = shade(albedo[frags.mesh.clamp_min(0)], torch.nn.functional.normalize(normals, dim=-1), dirs, light, ambient)
+        lit = shade(interpolate(albedo, meshes, frags), torch.nn.functional.normalize(normals, dim=-1), dirs, light, ambient)
         bg = background.permute(1, 2, 0)
         if s > 1:
             bg = bg.repeat_interleave(s, 0).repeat_interleave(s, 1)
@@ -199,6 +209,39 @@ def _skin(g: torch.Generator) -> torch.Tensor:
     light, dark = torch.tensor([0.96, 0.80, 0.69], dtype=F64), torch.tensor([0.36, 0.23, 0.16], dtype=F64)
     a = _uniform(g, 0, 1)
     return ((1 - a) * light + a * dark) * _uniform(g, 0.92, 1.08, (3,))
+
+
+PALM_TINT, NAIL_TINT = torch.tensor([0.90, 0.66, 0.58]), torch.tensor([0.93, 0.80, 0.78])
+
+
+def _hand_albedo(skin: torch.Tensor, side: str, resolution: str) -> torch.Tensor:
+    """Per-vertex ``[V, 3]`` float32 albedo of a hand of tone ``skin``: lighter, pinker palms and
+    pale nails, as real hands have. Without them an untextured hand is ambiguous under a mirror:
+    the palm side of a right hand has the silhouette of the back of a left hand."""
+    palm, nail = _hand_tones(side, resolution)
+    colour = skin.float().expand(palm.shape[0], 3)
+    colour = colour + 0.6 * palm[:, None] * (PALM_TINT - colour)
+    return colour + 0.6 * nail[:, None] * (NAIL_TINT - colour)
+
+
+@functools.lru_cache(maxsize=None)
+def _hand_tones(side: str, resolution: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-vertex weights ``[V]`` of the palm and of the nails, from the rest pose: palmar where the
+    vertex normal faces the way the fingertips move when the fingers flex; nails on the opposite
+    side of the outer half of each distal segment."""
+    model = hand_model(side, resolution)
+    rest = model.rest_pose((), F64)
+    flexed = model.rest_pose((), F64)
+    flexed.angles = model.limits.double().mean(1)
+    rest_out, flexed_out = model(rest), model(flexed)
+    palmar = torch.nn.functional.normalize((flexed_out.joints - rest_out.joints)[list(TIPS)].mean(0), dim=0)
+    facing = vertex_normals(rest_out.verts, model.faces) @ palmar  # [V]
+    surface = model.surface
+    palm_count = surface.palm_offsets.shape[0]
+    distal = torch.tensor([b for b, (_, child) in enumerate(BONES) if child in TIPS])
+    on_tip = torch.zeros(model.num_verts, dtype=torch.bool)
+    on_tip[palm_count:] = torch.isin(surface.tube_bone, distal) & (surface.tube_s >= 0.4)
+    return (2 * facing).clamp(0, 1).float(), (on_tip & (facing < -0.5)).float()
 
 
 def _object_colour(g: torch.Generator) -> torch.Tensor:
@@ -230,6 +273,34 @@ def _background(size: int, g: torch.Generator) -> torch.Tensor:
     return image.clamp(0, 1)
 
 
+def _cone(g: torch.Generator, axis: torch.Tensor, degrees: float) -> torch.Tensor:
+    """A unit vector uniformly random within ``degrees`` of the unit ``axis``."""
+    cos = 1 - (1 - math.cos(math.radians(degrees))) * float(torch.rand((), generator=g, dtype=F64))
+    return _frame_with_z(axis, float(_uniform(g, 0, 2 * math.pi))) @ torch.tensor(
+        [math.sqrt(1 - cos * cos), 0.0, cos], dtype=F64)
+
+
+def _frame(y: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    """The rotation whose y axis is ``y`` and whose z axis is ``z`` made orthogonal to it."""
+    y = torch.nn.functional.normalize(y, dim=0)
+    z = torch.nn.functional.normalize(z - (z @ y) * y, dim=0)
+    return torch.stack([torch.linalg.cross(y, z), y, z], 1)
+
+
+# The body frame of the "body" arrangement: x the person's right, y down, z forward.
+RIGHT, DOWN, FORWARD = torch.eye(3, dtype=F64)
+BODY_MIRROR = torch.diag(torch.tensor([-1.0, 1.0, 1.0], dtype=F64))  # the person's right <-> left
+
+
+def _body_rotation(g: torch.Generator) -> torch.Tensor:
+    """A right hand's orientation in front of the body: the fingers (hand y) within 50 degrees of
+    forward-and-inward, and the forearm's roll from palm down (-10 degrees) through palm inward
+    (90) to palm up (180). The left hand's is its mirror, ``BODY_MIRROR R BODY_MIRROR``."""
+    fingers = _cone(g, torch.nn.functional.normalize(FORWARD - 0.5 * RIGHT, dim=0), 50.0)
+    roll = math.radians(float(_uniform(g, -10.0, 180.0)))
+    return _frame(fingers, -math.cos(roll) * DOWN + math.sin(roll) * RIGHT)  # z: the back of the hand
+
+
 def _sample_hand(side: str, g: torch.Generator, resolution: str) -> HandParams:
     """A random pose from the hand model's sampler, random rotation, bone lengths jittered by 5 %
     and a random size (scale 0.85-1.1), at the origin."""
@@ -241,8 +312,15 @@ def _sample_hand(side: str, g: torch.Generator, resolution: str) -> HandParams:
 class SyntheticInteractingHands(_Scenes):
     """A right and a left hand in close interaction, as in InterHand2.6M's interacting subset.
 
-    Both poses come from the hand model's sampler with random global rotations; the left hand
-    approaches the right along a random direction (its centre offset sideways by up to
+    Both poses come from the hand model's sampler. With ``arrangement="body"`` (the default,
+    InterHand2.6M's capture) the hands are in front of a person (body frame: x the person's right,
+    y down, z forward): each in a natural orientation (:func:`_body_rotation`, the left hand the
+    mirror image of a right hand's), the left hand coming from the person's left (within 60
+    degrees), seen by a camera within 75 degrees of the front with its roll within 25 degrees of
+    upright. With ``arrangement="random"`` both hands and the camera are uniformly random over
+    SO(3), a harder task: without the body's frame, which hand is which can only be told from its
+    chirality. The left hand
+    approaches the right along its direction (its centre offset sideways by up to
     ``lateral`` metres) and stops where the two surfaces first stop intersecting: the smallest
     shift after which no vertex or face point of either hand is inside the other by the exact
     inside test (computed exactly by :func:`_separation`, plus 0.1 mm). Then, with probability ``contact``, it
@@ -256,17 +334,34 @@ class SyntheticInteractingHands(_Scenes):
 
     def __init__(self, size: int, image_size: int = 256, seed: int = 0, *, contact: float = 0.7,
                  lateral: float = 0.03, near_gap: tuple[float, float] = (0.0005, 0.01),
-                 far_gap: tuple[float, float] = (0.01, 0.08), **options):
+                 far_gap: tuple[float, float] = (0.01, 0.08), arrangement: str = "body", **options):
         super().__init__(size, image_size, seed, **options)
         if not 0 <= contact <= 1:
             raise ValueError(f"SyntheticInteractingHands: contact must be a probability, got {contact}")
+        if arrangement not in ("body", "random"):
+            raise ValueError(f"SyntheticInteractingHands: arrangement must be 'body' or 'random', got {arrangement!r}")
         self.contact, self.lateral, self.near_gap, self.far_gap = contact, lateral, near_gap, far_gap
+        self.arrangement = arrangement
+
+    def camera(self, g: torch.Generator) -> torch.Tensor:
+        if self.arrangement == "random":
+            return _rotation(g)
+        # a camera of a dome in front of the person, looking at the hands, its roll within 25 degrees of upright
+        z = -_cone(g, FORWARD, 75.0)
+        y = torch.nn.functional.normalize(DOWN - (DOWN @ z) * z, dim=0)
+        x = torch.linalg.cross(y, z)
+        roll = math.radians(float(_uniform(g, -25.0, 25.0)))
+        x, y = math.cos(roll) * x + math.sin(roll) * y, -math.sin(roll) * x + math.cos(roll) * y
+        return torch.stack([x, y, z])  # rows: the camera's axes in the world
 
     def scene(self, g):
         right, left = (_sample_hand(side, g, self.resolution) for side in SIDES)
+        if self.arrangement == "body":
+            right.rotation = _body_rotation(g)
+            left.rotation = BODY_MIRROR @ _body_rotation(g) @ BODY_MIRROR
         faces = [hand_model(side, self.resolution).faces for side in SIDES]
         (j_right, v_right), (j_left, v_left) = _posed("right", right, self.resolution), _posed("left", left, self.resolution)
-        u = _unit(g)
+        u = _unit(g) if self.arrangement == "random" else _cone(g, -RIGHT, 60.0)  # where the left hand comes from
         lateral = torch.linalg.cross(u, _unit(g))
         lateral = lateral / lateral.norm().clamp_min(1e-12) * float(_uniform(g, 0, self.lateral))
         c_right = (v_right.amin(0) + v_right.amax(0)) / 2

@@ -15,7 +15,7 @@ initial regressor's, then each refinement stage's. A stage alternates between DI
    and merged with the map by a residual block: the next stage's map.
 
 Hands are handgeom :class:`~handgeom.hand.HandParams` (6D root rotation, 21 joint angles mapped
-into their limits, 20 bone lengths as log-ratios to the defaults) through
+into their limits, 20 bone lengths as log-ratios to the defaults, bounded to ±ln 1.5) through
 :class:`~handgeom.hand.HandModel`, where DIR uses MANO, and a weak-perspective camera per hand.
 """
 
@@ -41,6 +41,10 @@ PRETRAINED = Path(__file__).resolve().parent.parent / "weights" / "dir_cpu.pt"
 OFFSET_SCALE = 0.15  # metres: the offset (right root - left root) is regressed divided by this
 ROT, ANGLES, LENGTHS, CAMERA = 6, 21, 20, 3
 PARAM_SIZE = ROT + ANGLES + LENGTHS + CAMERA  # per hand
+# Bone lengths stay within 1/1.5 .. 1.5 of the defaults (a tanh of the log-ratio): unbounded, a
+# regressor that cannot orient the hands yet shrinks them to points (the root-relative loss is
+# smallest there) and the rotation's gradient vanishes with them.
+LENGTH_RANGE = math.log(1.5)
 TWO_HAND_BONES = torch.tensor(BONES + tuple((a + 21, b + 21) for a, b in BONES))  # [40, 2] over 42 joints
 
 
@@ -87,7 +91,9 @@ class Residual(nn.Module):
 
 
 class AttentionPool(nn.Module):
-    """A spatial attention map (conv-BN-ReLU-conv-sigmoid) and the feature vector it pools."""
+    """A spatial attention map (conv-BN-ReLU-conv-sigmoid), the feature vector it pools, and its
+    centroid ``(x, y)`` in [-1, 1]: ``[B, C + 2]``. The centroid (handgeom's addition to DIR) tells
+    the regressor where the hand is, which pooled features only encode weakly."""
 
     def __init__(self, channels: int, norm: str = "batch"):
         super().__init__()
@@ -96,7 +102,11 @@ class AttentionPool(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         a = self.attention(x)
-        return (a * x).sum((2, 3)) / a.sum((2, 3)).clamp_min(1e-6)
+        h, w = x.shape[-2:]
+        ys, xs = torch.meshgrid(*((torch.arange(n, device=x.device, dtype=x.dtype) + 0.5) * 2 / n - 1 for n in (h, w)),
+                                indexing="ij")
+        pooled = torch.cat([(a * x).sum((2, 3)), (a * torch.stack([xs, ys])).sum((2, 3))], 1)
+        return pooled / a.sum((2, 3)).clamp_min(1e-6)
 
 
 def skeleton_adjacency() -> torch.Tensor:
@@ -201,14 +211,15 @@ class InteractingHandsNet(nn.Module):
         top = chans[3]
         self.hands = nn.ModuleList(HandModel(side, cfg.resolution) for side in ("right", "left"))
         self.pool = nn.ModuleList(AttentionPool(top, cfg.norm) for _ in range(2))
-        self.initial = nn.ModuleList(nn.Linear(top, PARAM_SIZE) for _ in range(2))
+        self.initial = nn.ModuleList(nn.Linear(top + 2, PARAM_SIZE) for _ in range(2))
         self.initial_offset = nn.Linear(top, 3)
-        for layer in self.initial:  # start with mid-range angles, the back of the hand to the camera, centred
+        for layer in self.initial:  # start with mid-range angles, the back of the hand to the camera, at the attention
             nn.init.normal_(layer.weight, std=1e-3)
             with torch.no_grad():
                 layer.bias.zero_()
                 layer.bias[:ROT] = torch.tensor([1.0, 0.0, 0.0, 0.0, -1.0, 0.0])
-                layer.bias[-CAMERA] = 6.0  # weak-perspective scale: a 0.2 m hand spans most of [-1, 1]
+                layer.bias[-CAMERA] = math.log(6.0)  # weak-perspective scale 6: a 0.2 m hand spans most of [-1, 1]
+                layer.weight[-2:, -2:] = torch.eye(2)  # the root's image position: the attention's centroid
         nn.init.zeros_(self.initial_offset.weight)
         nn.init.zeros_(self.initial_offset.bias)
         radii = [1.0, 2.0, 2.0]  # DIR: 1 px at stride 16, 2 px at stride 8
@@ -246,7 +257,7 @@ class InteractingHandsNet(nn.Module):
             r = raw[:, slot]
             lo, hi = model.limits[:, 0].to(r), model.limits[:, 1].to(r)
             params = HandParams(rotation=r[:, :ROT], translation=torch.zeros_like(r[:, :3]),
-                                bone_lengths=self.default_lengths.to(r) * r[:, ROT + ANGLES:ROT + ANGLES + LENGTHS].exp(),
+                                bone_lengths=self.default_lengths.to(r) * (LENGTH_RANGE * r[:, ROT + ANGLES:-CAMERA].tanh()).exp(),
                                 angles=lo + (hi - lo) * torch.sigmoid(r[:, ROT:ROT + ANGLES]),
                                 scale=torch.ones_like(r[:, 0]))
             hand = model(params)
@@ -254,7 +265,7 @@ class InteractingHandsNet(nn.Module):
             out["joints"].append(hand.joints)
             out["verts"].append(hand.verts)
         out["joints"], out["verts"] = torch.stack(out["joints"], 1), torch.stack(out["verts"], 1)
-        camera = raw[..., -CAMERA:]
+        camera = torch.cat([raw[..., -CAMERA:][..., :1].exp(), raw[..., -2:]], -1)  # a positive scale
         out["camera"] = camera
         project = lambda x: camera[:, :, None, :1] * x[..., :2] + camera[:, :, None, 1:]  # weak perspective
         out["joints_uv"], out["verts_uv"] = project(out["joints"]), project(out["verts"])

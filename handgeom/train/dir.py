@@ -33,7 +33,7 @@ PRESETS = {
     "paper": TrainConfig(steps=100_000, batch=32, lr=1e-4, warmup=1000, eval_every=5000, eval_size=500,
                          checkpoint_every=1000, workers=8, model={"preset": "paper"}),
     # what trains on a 2-core CPU in well under an hour and wrote the shipped weights
-    "cpu": TrainConfig(steps=2400, batch=16, lr=2e-4, warmup=100, eval_every=800, eval_size=200,
+    "cpu": TrainConfig(steps=4000, batch=16, lr=3e-4, warmup=100, eval_every=800, eval_size=200,
                        checkpoint_every=250, workers=1, model={"preset": "cpu"}),
     # smoke tests: a few seconds
     "tiny": TrainConfig(steps=4, batch=2, lr=1e-3, warmup=1, eval_every=1000, eval_size=2, checkpoint_every=2,

@@ -107,6 +107,17 @@ def eval_command(args: argparse.Namespace) -> None:
     print(f"wrote {args.out / 'eval.json'} and {args.out / 'eval.md'}")
 
 
+def export_command(args: argparse.Namespace) -> None:
+    from handgeom.train import TrainError, export_weights
+
+    try:
+        held_out = json.loads(args.eval.read_text()) if args.eval else None
+        record = export_weights(args.checkpoint, args.to, held_out=held_out, system=args.system)
+    except (TrainError, OSError, json.JSONDecodeError) as error:
+        _fail(str(error))
+    print(f"wrote {args.to}: {record['system']} {record['preset']}, {record['steps']} steps")
+
+
 def bench(args: argparse.Namespace) -> None:
     devices = [args.device] if args.device else ["cpu"] + (["cuda"] if _default_device() == "cuda" else [])
     for device in devices:
@@ -192,6 +203,12 @@ def main(argv: list[str] | None = None) -> None:
     p_eval.add_argument("--out", type=Path, default=Path("runs/eval"), help="eval.json and eval.md (default: runs/eval)")
     p_eval.add_argument("--device", choices=["cpu", "cuda"], help="default: CUDA when available, else CPU")
     p_eval.set_defaults(run=eval_command)
+    p_export = commands.add_parser("export", help="a checkpoint's model as shipped weights, with its training record")
+    p_export.add_argument("system", choices=SYSTEMS)
+    p_export.add_argument("checkpoint", type=Path)
+    p_export.add_argument("--to", type=Path, required=True, help="the weights file, e.g. handgeom/weights/dir_cpu.pt")
+    p_export.add_argument("--eval", type=Path, help="eval.json of `handgeom eval`, stored in the record as held_out")
+    p_export.set_defaults(run=export_command)
     p_bench = commands.add_parser("bench", help="run every op's benchmark in benchmarks/, one summary table")
     p_bench.add_argument("--device", choices=["cpu", "cuda"], help="default: CPU, and CUDA when available")
     p_bench.add_argument("--quick", action="store_true", help="a reduced set (under two minutes on 2 cores)")

@@ -102,6 +102,8 @@ def test_eval_and_export_of_a_tiny_checkpoint(tmp_path, capsys):
     assert "| stage1 |" in capsys.readouterr().out
     record = export_weights(ckpt, tmp_path / "shipped.pt")
     assert record["steps"] == 4 and record["eval"]["samples"] == 2 and record["model"] == {"preset": "tiny"}
+    main(["export", "dir", str(ckpt), "--to", str(tmp_path / "cli.pt"), "--eval", str(tmp_path / "eval" / "eval.json")])
+    assert torch.load(tmp_path / "cli.pt", weights_only=True)["record"]["held_out"]["samples"] == 3
     shipped = torch.load(tmp_path / "shipped.pt", weights_only=True)
     assert all(v.dtype != torch.float32 for v in shipped["state_dict"].values())
     model, _, _ = load_checkpoint(DIR, ckpt)
@@ -118,6 +120,7 @@ def test_eval_and_export_of_a_tiny_checkpoint(tmp_path, capsys):
     (["train", "dir", "--preset", "tiny", "--loss", "seg"], "name=weight"),
     (["train", "dir", "--preset", "tiny", "--steps", "-3"], "positive"),
     (["eval", "dir", "/no/such/checkpoint.pt"], "no checkpoint"),
+    (["export", "dir", "/no/such/checkpoint.pt", "--to", "/tmp/never.pt"], "no checkpoint"),
 ])
 def test_cli_bad_input_is_one_line(argv, words, tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:

@@ -243,7 +243,7 @@ class InteractingHandsNet(nn.Module):
         training record as ``net.record``. It expects ``net.image_size`` square crops in [0, 1]."""
         if not PRETRAINED.is_file():
             raise FileNotFoundError(f"InteractingHandsNet.pretrained: {PRETRAINED} is missing; train with "
-                                    "`handgeom train dir --preset cpu` and export with handgeom.train.export_weights")
+                                    "`handgeom train dir --preset cpu` and `handgeom export dir CKPT --to` that path")
         shipped = torch.load(PRETRAINED, map_location="cpu", weights_only=True)
         net = cls(shipped["record"]["model"]["preset"])
         net.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in shipped["state_dict"].items()})

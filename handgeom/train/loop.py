@@ -302,16 +302,22 @@ def evaluate_checkpoint(system: System, path: Path, data: str, out: Path | None 
     return metrics
 
 
-def export_weights(checkpoint: Path, path: Path, half: bool = True) -> dict:
+def export_weights(checkpoint: Path, path: Path, half: bool = True, held_out: dict | None = None,
+                   system: str | None = None) -> dict:
     """Writes a checkpoint's model as shipped weights: the state dict (float16 storage when
     ``half``; loaded back as float32) and its training record (system, preset, steps, data and
-    seed, training time, the final evaluation). Returns the record."""
+    seed, training time, the final evaluation, and ``held_out``: the metrics of ``handgeom eval``,
+    when given). ``system``: the name the checkpoint must have. Returns the record."""
+    if not Path(checkpoint).is_file():
+        raise TrainError(f"no checkpoint at {checkpoint}")
     state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    if system is not None and state.get("system") != system:
+        raise TrainError(f"{checkpoint}: not a {system} checkpoint")
     final = state.get("final") or {}
     record = {"system": state["system"], "preset": state["preset"], "model": state["config"]["model"],
               "steps": state["step"], "batch": state["config"]["batch"], "data": state["data"],
               "seed": state["config"]["seed"], "loss": state["config"]["loss"],
-              "train_seconds": final.get("train_seconds"), "eval": final.get("eval"),
+              "train_seconds": final.get("train_seconds"), "eval": final.get("eval"), "held_out": held_out,
               "date": time.strftime("%Y-%m-%d"), "torch": str(torch.__version__)}
     weights = {k: v.half() if half and v.is_floating_point() else v for k, v in state["model"].items()}
     path = Path(path)

@@ -87,7 +87,7 @@ def train_command(args: argparse.Namespace) -> None:
     _check_device(device)
     try:
         path = train(system(args.system), args.preset, args.data, args.out, args.steps, args.batch, args.resume,
-                     device, _loss_weights(args.loss))
+                     device, _loss_weights(args.loss), lr=args.lr, init=args.init)
     except TrainError as error:
         _fail(str(error))
     print(f"wrote {path}, {args.out / 'log.jsonl'} and {args.out / 'eval.md'}")
@@ -191,6 +191,8 @@ def main(argv: list[str] | None = None) -> None:
     p_train.add_argument("--batch", type=int, help="global batch over all processes; default: the preset's")
     p_train.add_argument("--out", type=Path, default=Path("runs/train"), help="checkpoint, log and evaluation (default: runs/train)")
     p_train.add_argument("--resume", action="store_true", help="continue OUT/last.pt")
+    p_train.add_argument("--init", type=Path, help="fine-tune: start from a checkpoint's or shipped weights")
+    p_train.add_argument("--lr", type=float, help="peak learning rate; default: the preset's")
     p_train.add_argument("--loss", help="loss weights, e.g. occupancy=1e-3,penetration=10")
     p_train.add_argument("--device", choices=["cpu", "cuda"], help="default: CUDA when available, else CPU")
     p_train.set_defaults(run=train_command)

@@ -110,6 +110,20 @@ def test_eval_and_export_of_a_tiny_checkpoint(tmp_path, capsys):
     assert not model.training
 
 
+def test_init_fine_tunes_from_a_checkpoint_or_shipped_weights(tmp_path):
+    ckpt = train(DIR, "tiny", "synthetic", tmp_path / "run", progress=False)
+    export_weights(ckpt, tmp_path / "shipped.pt")
+    start, _, _ = load_checkpoint(DIR, ckpt)
+    for source in (ckpt, tmp_path / "shipped.pt"):
+        tuned = train(DIR, "tiny", "synthetic", tmp_path / f"tuned_{source.stem}", steps=1, lr=1e-12, init=source,
+                      progress=False)
+        model, config, _ = load_checkpoint(DIR, tuned)
+        assert config.init == str(source) and config.lr == 1e-12
+        for (name, a), b in zip(start.state_dict().items(), model.state_dict().values()):
+            if a.is_floating_point() and "running" not in name:  # fp16 storage of the shipped weights
+                assert torch.allclose(a, b, atol=2e-3, rtol=2e-3), name
+
+
 @pytest.mark.parametrize("argv, words", [
     (["train", "dir", "--preset", "huge"], "unknown preset"),
     (["train", "dir", "--preset", "tiny", "--data", "nowhere"], "--data"),
@@ -120,6 +134,9 @@ def test_eval_and_export_of_a_tiny_checkpoint(tmp_path, capsys):
     (["train", "dir", "--preset", "tiny", "--loss", "seg"], "name=weight"),
     (["train", "dir", "--preset", "tiny", "--steps", "-3"], "positive"),
     (["eval", "dir", "/no/such/checkpoint.pt"], "no checkpoint"),
+    (["train", "dir", "--preset", "tiny", "--init", "/no/such/weights.pt"], "no weights"),
+    (["train", "dir", "--preset", "tiny", "--init", "/no/such/weights.pt", "--resume"], "choose one"),
+    (["train", "dir", "--preset", "tiny", "--lr", "0"], "--lr"),
     (["export", "dir", "/no/such/checkpoint.pt", "--to", "/tmp/never.pt"], "no checkpoint"),
 ])
 def test_cli_bad_input_is_one_line(argv, words, tmp_path, capsys):

@@ -59,6 +59,7 @@ class TrainConfig:
     seed: int = 0
     model: dict[str, Any] = field(default_factory=dict)  # the system's model options
     loss: dict[str, float] = field(default_factory=dict)  # loss weights
+    init: str | None = None  # the weights the run started from (fine-tuning), when not from scratch
 
 
 class System(Protocol):
@@ -140,9 +141,14 @@ def _to(batch: dict, device: torch.device) -> dict:
 
 def train(system: System, preset: str, data: str, out: Path, steps: int | None = None, batch: int | None = None,
           resume: bool = False, device: str = "cpu", loss_weights: dict[str, float] | None = None,
-          progress: bool = True) -> Path:
+          progress: bool = True, lr: float | None = None, init: Path | None = None) -> Path:
     """Trains ``system``'s ``preset`` on ``data`` and returns the final checkpoint's path
-    (``out/last.pt``); see the module docstring. ``resume`` continues ``out/last.pt``."""
+    (``out/last.pt``); see the module docstring. ``resume`` continues ``out/last.pt``; ``init``
+    starts a new run (fine-tuning) from the weights of a checkpoint or of shipped weights."""
+    if resume and init is not None:
+        raise TrainError("--init starts a new run from weights; --resume continues a run: choose one")
+    if lr is not None and not lr > 0:
+        raise TrainError(f"--lr must be positive, got {lr}")
     if preset not in system.PRESETS:
         raise TrainError(f"unknown preset {preset!r} for {system.name}; known: {', '.join(sorted(system.PRESETS))}")
     unknown = sorted(set(loss_weights or {}) - set(system.LOSS_TERMS))
@@ -165,7 +171,7 @@ def train(system: System, preset: str, data: str, out: Path, steps: int | None =
             raise TrainError(f"--resume: {ckpt_path} is a {state['system']} {state['preset']} run on {state['data']}, "
                              f"not {system.name} {preset} on {data}")
         config = TrainConfig(**state["config"])
-        asked = {"--steps": (steps, config.steps), "--batch": (batch, config.batch)}
+        asked = {"--steps": (steps, config.steps), "--batch": (batch, config.batch), "--lr": (lr, config.lr)}
         conflicts = [f"{flag} {mine} (the run's: {theirs})" for flag, (mine, theirs) in asked.items()
                      if mine is not None and mine != theirs]
         if loss_weights and {**config.loss, **loss_weights} != config.loss:
@@ -176,8 +182,9 @@ def train(system: System, preset: str, data: str, out: Path, steps: int | None =
             raise TrainError(f"--resume: {ckpt_path} has finished its {config.steps} steps")
     else:
         base = system.PRESETS[preset]
-        config = TrainConfig(**{**base.__dict__, **({"steps": steps} if steps else {}),
-                                **({"batch": batch} if batch else {}), "loss": {**base.loss, **(loss_weights or {})}})
+        config = TrainConfig(**{**base.__dict__, **({"steps": steps} if steps else {}), **({"batch": batch} if batch else {}),
+                                **({"lr": lr} if lr else {}), "loss": {**base.loss, **(loss_weights or {})},
+                                "init": str(init) if init is not None else None})
     torch.manual_seed(config.seed)
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
@@ -193,6 +200,8 @@ def train(system: System, preset: str, data: str, out: Path, steps: int | None =
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         start, history = state["step"], state["history"]
+    elif init is not None:
+        model.load_state_dict(_weights(system, Path(init)))
     train_set = system.dataset(data, "train", config, config.steps * config.batch, config.seed)
     eval_set = system.dataset(data, "eval", config, config.eval_size, config.seed + 1)  # held out: another seed
     sampler = StepBatches(len(train_set), config.batch, config.steps, config.seed, start, rank, world)
@@ -262,6 +271,21 @@ def _save(path: Path, system: System, preset: str, config: TrainConfig, model: n
     tmp = path.with_suffix(".tmp")
     torch.save(state, tmp)
     tmp.replace(path)
+
+
+def _weights(system: System, path: Path) -> dict[str, torch.Tensor]:
+    """The float32 state dict of a checkpoint of ``system`` or of its shipped weights (``--init``)."""
+    if not path.is_file():
+        raise TrainError(f"--init: no weights at {path}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as error:  # a truncated or foreign file: torch raises several kinds
+        raise TrainError(f"--init: {path} is not readable ({type(error).__name__})") from None
+    record = state.get("record", state) if isinstance(state, dict) else {}
+    weights = state.get("model", state.get("state_dict")) if isinstance(state, dict) else None
+    if record.get("system") != system.name or weights is None:
+        raise TrainError(f"--init: {path} holds no {system.name} weights")
+    return {k: v.float() if v.is_floating_point() else v for k, v in weights.items()}
 
 
 def load_checkpoint(system: System, path: Path, device: str = "cpu") -> tuple[nn.Module, TrainConfig, dict]:

@@ -250,6 +250,23 @@ class InteractingHandsNet(nn.Module):
         net.record = shipped["record"]
         return net.eval().to(device)
 
+    def _check(self, images: torch.Tensor) -> None:
+        where = "InteractingHandsNet"
+        if not isinstance(images, torch.Tensor):
+            raise TypeError(f"{where}: images must be a tensor [B, 3, H, W], got {type(images).__name__}")
+        if images.dim() != 4 or images.shape[1] != 3:
+            raise ValueError(f"{where}: images must have shape [B, 3, H, W], got {list(images.shape)}")
+        if not images.is_floating_point():
+            raise TypeError(f"{where}: images must be floating point in [0, 1] (uint8 images: divide by 255), "
+                            f"got {images.dtype}")
+        dtype = self.mean.dtype
+        if images.dtype != dtype and not torch.is_autocast_enabled(images.device.type):
+            raise TypeError(f"{where}: images must have the network's dtype {dtype}, got {images.dtype}")
+        h, w = images.shape[-2:]
+        if h % 32 or w % 32 or min(h, w) < 32:
+            raise ValueError(f"{where}: images must be at least 32 pixels and a multiple of 32 (the backbone's "
+                             f"stride) on each side, got {h}x{w} (this network was built for {self.image_size})")
+
     def hand_output(self, raw: torch.Tensor, offset: torch.Tensor) -> dict:
         """Decodes ``raw [B, 2, 50]`` parameter vectors and the normalized ``offset [B, 3]``."""
         out = {"raw": raw, "offset": offset * OFFSET_SCALE, "params": [], "joints": [], "verts": []}
@@ -272,8 +289,7 @@ class InteractingHandsNet(nn.Module):
         return out
 
     def forward(self, images: torch.Tensor) -> list[dict]:
-        if images.dim() != 4 or images.shape[1] != 3:
-            raise ValueError(f"InteractingHandsNet: images must have shape [B, 3, H, W], got {list(images.shape)}")
+        self._check(images)
         maps = self.backbone((images - self.mean) / self.std)
         top = maps[3]
         raw = torch.stack([head(pool(top)) for head, pool in zip(self.initial, self.pool)], 1)
@@ -294,7 +310,7 @@ class InteractingHandsNet(nn.Module):
             cross = torch.stack([rel[:, 0] + half[:, 0], rel[:, 1] - half[:, 0]], 1) / OFFSET_SCALE
             tokens = (feats + stage.cross(cross)).flatten(1, 2) + stage.token
             tokens = stage.transformer(tokens)  # [B, 42, D]
-            per_hand = tokens.view(tokens.shape[0], 2, -1)
+            per_hand = tokens.reshape(-1, 2, 21 * tokens.shape[-1])
             raw = prev["raw"] + torch.stack([stage.regress[s](torch.cat([per_hand[:, s], prev["raw"][:, s]], 1))
                                              for s in range(2)], 1)
             offset = prev["offset"] / OFFSET_SCALE + stage.regress_offset(torch.cat([tokens.flatten(1), prev["offset"] / OFFSET_SCALE], 1))

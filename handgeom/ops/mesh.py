@@ -8,9 +8,9 @@ the same meshes repeatedly builds once and refits when the vertices move.
 Scale: each mesh is queried scaled by a power of two that brings its largest coordinate into
 [0.5, 1) (exact in floating point, undone on the results), so meshes of any size and position give
 the results they give at unit scale: no product inside the predicates can overflow or underflow.
-What remains bounded is the distance of a query point or ray origin from the mesh: up to 1e12
-times the mesh's largest coordinate in float32, 1e100 in float64 (the inside test has no bound:
-points outside a mesh's bounding box never reach a triangle test).
+What remains bounded is the distance of a query point from the mesh, by the square that must
+not overflow: up to 1e18 times the mesh's largest coordinate in float32, 1e150 in float64; farther
+points (outside, as every point beyond a mesh's bounding box) get the distance +inf.
 
 Non-finite meshes: a mesh with a NaN or infinite vertex has no geometry, and no result about it
 may look plausible. Every floating-point output about it is NaN (distances, closest points,

@@ -431,3 +431,15 @@ def test_cuda_device_mismatch_is_rejected():
     verts, faces = shape("box")
     with pytest.raises(RuntimeError, match="points must be on the device of tris"):
         points_inside_mesh(torch.zeros(1, 2, 3, dtype=torch.float64), verts[None].cuda(), faces.cuda())
+
+
+def test_queries_compile_with_fullgraph():
+    """The README's torch.compile example: the Python layer (checks, scaling, NaN results) traces."""
+    verts, faces = shape("box")
+    points = (torch.rand(1, 50, 3, generator=torch.Generator().manual_seed(16), dtype=torch.float64) - 0.5)
+    loss_fn = torch.compile(lambda p, v, f: penetration_loss(p, v, f), fullgraph=True)
+    p = points.clone().requires_grad_()
+    loss = loss_fn(p, verts[None], faces)
+    torch.testing.assert_close(loss, penetration_loss(points, verts[None], faces))
+    loss.backward()
+    assert p.grad.abs().sum() > 0

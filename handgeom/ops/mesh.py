@@ -55,10 +55,12 @@ class MeshBVH:
     def __init__(self, verts: torch.Tensor, faces: torch.Tensor):
         self.faces = faces
         self._fit(Checker("MeshBVH"), verts, None)
+        self.version = _version(self.verts)
 
     def refit(self, verts: torch.Tensor) -> "MeshBVH":
         """The same meshes with new vertex positions (same topology); returns self."""
         self._fit(Checker("MeshBVH.refit"), verts, self.order)
+        self.version = _version(self.verts)
         return self
 
     @property
@@ -80,7 +82,7 @@ class MeshBVH:
         scale = _power_of_two_scale(torch.where(finite[:, None, None], verts, 0))
         unit = torch.where(finite[:, None, None], verts * scale[:, None, None], 0)
         self.order, self.tris, self.boxes = torch.ops.handgeom.mesh_bvh(unit, self.faces, order)
-        self.verts, self.version, self.finite, self.scale = verts, _version(verts), finite, scale
+        self.verts, self.finite, self.scale = verts, finite, scale
 
     def _own(self, ck: Checker, verts: torch.Tensor | None) -> torch.Tensor:
         """The vertices a query with this BVH measures: its own, given as ``verts`` or None."""
@@ -97,7 +99,8 @@ class MeshBVH:
     @classmethod
     def _of(cls, ck: Checker, verts: torch.Tensor | None, faces: torch.Tensor,
             bvh: "MeshBVH | None") -> tuple["MeshBVH", torch.Tensor]:
-        """The BVH a query traverses (built here unless given) and the vertices it differentiates."""
+        """The BVH a query traverses (built here unless given: no version to keep, which lets
+        torch.compile trace it) and the vertices it differentiates."""
         if bvh is not None:
             return bvh, bvh._own(ck, verts)
         mesh = cls.__new__(cls)

@@ -91,7 +91,8 @@ def _pair(ck: Checker, verts_a: torch.Tensor, verts_b: torch.Tensor, names: tupl
 
 def _boxes(verts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Each mesh's bounding box (empty: lo = +inf, hi = -inf)."""
-    return F.pad(verts, (0, 0, 0, 1), value=math.inf).amin(dim=1), F.pad(verts, (0, 0, 0, 1), value=-math.inf).amax(dim=1)
+    padded = lambda value: F.pad(verts, (0, 0, 0, 1), value=value)  # one vertex more: amin/amax of none
+    return padded(math.inf).amin(dim=1), padded(-math.inf).amax(dim=1)
 
 
 MAX_CELLS = 1 << 30  # per pair: 12 GB of float32 points

@@ -15,8 +15,8 @@ points (outside, as every point beyond a mesh's bounding box) get the distance +
 Non-finite meshes: a mesh with a NaN or infinite vertex has no geometry, and no result about it
 may look plausible. Every floating-point output about it is NaN (distances, closest points,
 penetration, ray ``t`` and barycentric weights) and its face indices are -1, so that the NaN
-reaches the loss (its gradients are 0, as a NaN point's); :func:`points_inside_mesh`, whose bool output cannot be NaN,
-raises ``ValueError`` naming ``verts`` and the mesh.
+reaches the loss (its gradients are 0, as a NaN point's); :func:`points_inside_mesh`, whose bool
+output cannot be NaN, raises ``ValueError`` naming ``verts`` and the mesh.
 """
 
 from __future__ import annotations

@@ -69,10 +69,9 @@ def bone_plane_projection(
         bones = torch.as_tensor(bones, device=joint_uv.device)
     if bones.dtype in (torch.int32, torch.int16, torch.int8, torch.uint8):
         bones = bones.long()
-    sigma = float(radius if sigma is None else sigma)
-    return torch.ops.handgeom.bone_plane_projection(
-        joint_uv, joint_feat, bones, height, width, float(radius), profile, sigma
-    )
+    radius = ck.real(radius, "radius")  # a number here; positive: the op checks
+    sigma = radius if sigma is None else ck.real(sigma, "sigma")
+    return torch.ops.handgeom.bone_plane_projection(joint_uv, joint_feat, bones, height, width, radius, profile, sigma)
 
 
 def _size(ck: Checker, size) -> tuple[int, int]:

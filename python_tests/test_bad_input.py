@@ -318,6 +318,27 @@ def test_empty_batches_give_empty_or_zero_results():
     assert penetration_loss(TET_POINTS[:, :0], tet(), TET_F, reduction="mean").item() == 0
 
 
+def test_hand_model_takes_any_batch_shape():
+    """A batch shape (2, 3) of axis-angles ends in 3 like a matrix: the batch shape tells them apart."""
+    model = HandModel()
+    flat = model.sample_poses(6, torch.Generator().manual_seed(4))
+    flat.rotation = torch.randn(6, 3, generator=torch.Generator().manual_seed(5))  # axis-angle
+    grid = HandParams(**{k: v.reshape(2, 3, *v.shape[1:]) for k, v in vars(flat).items()})
+    torch.testing.assert_close(model(grid).verts.reshape(6, -1, 3), model(flat).verts)
+
+
+def test_float64_inputs_of_the_occupancy_network_and_loss():
+    """Computed in the network's dtype (float32), returned in the inputs' dtype."""
+    net, j = occupancy_net(), joints(2)
+    points = j + 0.01
+    logits = net(points.double(), j.double(), cull_margin=0.03)
+    assert logits.dtype == F64
+    torch.testing.assert_close(logits, net(points, j, cull_margin=0.03).double())
+    loss = intersection_loss(j.double(), (j + 0.01).double())
+    assert loss.dtype == F64
+    torch.testing.assert_close(loss, intersection_loss(j, j + 0.01).double())
+
+
 # ---- documented results: non-finite input --------------------------------------------------------
 
 

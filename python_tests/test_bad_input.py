@@ -148,14 +148,16 @@ BAD = [  # id, call, error, word of the message
     ("inside verts 2D", lambda: points_inside_mesh(TET_POINTS, TET_V, TET_F), ValueError, "verts must have shape [B, V, 3]"),
     ("inside verts None", lambda: points_inside_mesh(TET_POINTS, None, TET_F), TypeError, "verts must be a tensor"),
     ("sdf other bvh", lambda: signed_distance(TET_POINTS, tet(), TET_F, bvh=MeshBVH(tet() * 2, TET_F)), ValueError,
-     "verts must be the tensor the BVH was built from"),
+     "verts must hold the vertices the BVH was built from"),
     ("sdf bvh moved in place", moved_in_place, ValueError, "refit the BVH"),
     ("sdf points batch", lambda: signed_distance(TET_POINTS.expand(2, -1, -1), tet(), TET_F), ValueError,
      "points must have shape [B, *, 3] with B = 1"),
     ("sdf points dtype", lambda: signed_distance(TET_POINTS.float(), tet(), TET_F), TypeError, "points must have dtype torch.float64"),
     ("ray dirs", lambda: ray_mesh_intersect(TET_POINTS, TET_POINTS[..., :2], tet(), TET_F), ValueError, "dirs must have shape"),
-    ("ray other bvh", lambda: ray_mesh_intersect(TET_POINTS, TET_POINTS, tet(), TET_F, bvh=MeshBVH(tet(), TET_F)),
-     ValueError, "verts must be the tensor the BVH was built from"),
+    ("ray other bvh", lambda: ray_mesh_intersect(TET_POINTS, TET_POINTS, tet(), TET_F, bvh=MeshBVH(tet() + 1, TET_F)),
+     ValueError, "verts must hold the vertices the BVH was built from"),
+    ("ray bvh batch", lambda: ray_mesh_intersect(TET_POINTS, TET_POINTS, tet(2), TET_F, bvh=MeshBVH(tet(), TET_F)),
+     ValueError, "verts must have shape [B, V, 3] with B = 1"),
     ("penetration reduction", lambda: penetration_loss(TET_POINTS, tet(), TET_F, reduction="max"), ValueError,
      "reduction must be 'sum', 'mean' or 'none'"),
     ("bvh int verts", lambda: MeshBVH(tet().int(), TET_F), TypeError, "MeshBVH: verts must be a floating point tensor"),
@@ -441,8 +443,12 @@ def test_bvh_identity_rule():
     moved = v.detach() * 2
     bvh.refit(moved)
     torch.testing.assert_close(signed_distance(TET_POINTS, moved, TET_F, bvh=bvh)[0], signed_distance(TET_POINTS, moved, TET_F)[0])
-    with pytest.raises(ValueError, match="verts must be the tensor the BVH was built from"):
-        signed_distance(TET_POINTS, v, TET_F, bvh=bvh)  # the tensor before the refit
+    with pytest.raises(ValueError, match="verts must hold the vertices the BVH was built from"):
+        signed_distance(TET_POINTS, v, TET_F, bvh=bvh)  # the vertices before the refit
+    torch.testing.assert_close(signed_distance(TET_POINTS, moved.clone(), TET_F, bvh=bvh)[0],  # equal values: fine
+                               signed_distance(TET_POINTS, moved, TET_F)[0])
+    nan_bvh = MeshBVH(nan_tet(), TET_F)
+    assert signed_distance(TET_POINTS.expand(2, -1, -1), nan_tet(), TET_F, bvh=nan_bvh)[0][0].isnan().all()  # NaN == NaN
     with torch.inference_mode():
         w = tet(1)
         assert points_inside_mesh(TET_POINTS, w, TET_F, bvh=MeshBVH(w, TET_F)).sum() == 3

@@ -365,7 +365,7 @@ BAD = [  # the C++ checks of the ops raise RuntimeError, those of the Python lay
     (lambda v, f, p: points_inside_mesh(p, v, f, n_rays=10), RuntimeError, "n_rays must be odd and lie in [1, 9]"),
     (lambda v, f, p: points_inside_mesh(p, v, f, n_rays=2), RuntimeError, "n_rays must be odd"),
     (lambda v, f, p: signed_distance(p, v.expand(2, -1, -1), f, bvh=MeshBVH(v, f)), ValueError,
-     "verts must be the tensor the BVH was built from"),
+     "verts must have shape [B, V, 3] with B = 1"),
     (lambda v, f, p: ray_mesh_intersect(p, p[:, :1], v, f), ValueError, "dirs must have shape [B, R, 3] with B = 1, R = 5"),
     (lambda v, f, p: torch.ops.handgeom.mesh_inside(p, *MeshBVH(v, f).tensors[:2], MeshBVH(v, f).boxes[:, :1], 1),
      RuntimeError, "boxes must have shape"),

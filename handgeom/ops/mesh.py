@@ -47,20 +47,21 @@ class MeshBVH:
     depends on the order). It stores each mesh times ``scale[b]`` (a power of two; see the module
     docstring).
 
-    A query given ``bvh=`` answers for the BVH's meshes: its ``verts`` must be the tensor the BVH
-    was built from or last refit with, not modified in place since (torch's version counter tells),
-    or None (no gradient then); anything else is a ``ValueError``. Its ``faces`` are not read.
+    A query given ``bvh=`` answers for the BVH's meshes: its ``verts`` must hold the vertices the
+    BVH was built from or last refit with (compared value by value, NaN equal to NaN; not under
+    torch.compile, which traces no data-dependent check), or be None (no gradient then); other
+    vertices are a ``ValueError``. Its ``faces`` are not read.
     """
 
     def __init__(self, verts: torch.Tensor, faces: torch.Tensor):
         self.faces = faces
         self._fit(Checker("MeshBVH"), verts, None)
-        self.version = _version(self.verts)
+        self.verts = self.verts.clone()  # what the queries compare their verts with
 
     def refit(self, verts: torch.Tensor) -> "MeshBVH":
         """The same meshes with new vertex positions (same topology); returns self."""
         self._fit(Checker("MeshBVH.refit"), verts, self.order)
-        self.version = _version(self.verts)
+        self.verts = self.verts.clone()
         return self
 
     @property
@@ -86,31 +87,26 @@ class MeshBVH:
 
     def _own(self, ck: Checker, verts: torch.Tensor | None) -> torch.Tensor:
         """The vertices a query with this BVH measures: its own, given as ``verts`` or None."""
-        mine = self.verts
-        if verts is not None and not (isinstance(verts, torch.Tensor) and verts.device == mine.device
-                                      and verts.dtype == mine.dtype and verts.shape == mine.shape
-                                      and verts.stride() == mine.stride() and verts.data_ptr() == mine.data_ptr()
-                                      and _version(verts) == self.version):
-            ck.fail("verts must be the tensor the BVH was built from or last refit with, unmodified since, or "
-                    "None: refit the BVH (bvh.refit(verts)) after moving the vertices")
-        ck.tensor(mine, "verts", ("B", "V", 3))  # binds B for the other arguments
-        return mine if verts is None else verts
+        mine = ck.tensor(self.verts, "verts", ("B", "V", 3))  # binds B for the other arguments
+        if verts is None:
+            return mine
+        ck.tensor(verts, "verts", ("B", "V", 3), like=mine)
+        v = verts.detach()
+        if not torch.compiler.is_compiling() and not bool(((v == mine) | (v.isnan() & mine.isnan())).all()):
+            ck.fail("verts must hold the vertices the BVH was built from or last refit with, or be None: refit "
+                    "the BVH (bvh.refit(verts)) after moving the vertices")
+        return verts
 
     @classmethod
     def _of(cls, ck: Checker, verts: torch.Tensor | None, faces: torch.Tensor,
             bvh: "MeshBVH | None") -> tuple["MeshBVH", torch.Tensor]:
-        """The BVH a query traverses (built here unless given: no version to keep, which lets
-        torch.compile trace it) and the vertices it differentiates."""
+        """The BVH a query traverses (built here unless given) and the vertices it differentiates."""
         if bvh is not None:
             return bvh, bvh._own(ck, verts)
         mesh = cls.__new__(cls)
         mesh.faces = faces
         mesh._fit(ck, verts, None)
         return mesh, verts
-
-
-def _version(t: torch.Tensor) -> int | None:
-    return None if t.is_inference() else t._version  # inference tensors have no version counter
 
 
 def _power_of_two_scale(verts: torch.Tensor) -> torch.Tensor:

@@ -43,12 +43,13 @@ class Checker:
     def tensor(self, value, name: str, shape: Shape | list[Shape] | None = None, kind: str | None = "float",
                like: torch.Tensor | None = None) -> torch.Tensor:
         """``value`` as a tensor of ``kind`` (``"float"``, ``"int"``, ``"bool"`` or None for any)
-        with one of the ``shape`` patterns; ``like``: the same dtype and device as that tensor."""
+        with one of the ``shape`` patterns; ``like``: the same device as that tensor, and the same
+        dtype unless autocast is on (it casts the operators' inputs itself)."""
         if not isinstance(value, torch.Tensor):
             self.fail(f"{name} must be a tensor, got {type(value).__name__}", TypeError)
         if kind is not None and not _KINDS[kind][1](value):
             self.fail(f"{name} must be a {_KINDS[kind][0]} tensor, got {value.dtype}", TypeError)
-        if like is not None and value.dtype != like.dtype:
+        if like is not None and value.dtype != like.dtype and not torch.is_autocast_enabled(value.device.type):
             self.fail(f"{name} must have dtype {like.dtype} (as the other inputs), got {value.dtype}", TypeError)
         if like is not None and value.device != like.device:
             self.fail(f"{name} must be on device {like.device} (as the other inputs), got {value.device}")

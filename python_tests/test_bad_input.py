@@ -5,7 +5,7 @@
    their tables in the op families' test files; this table holds the Python layer (TypeError for
    a wrong type or dtype, ValueError for a wrong shape or value) and the rules added for issue 19.
 2. Documented results for edge cases that must work: empty batches, non-finite meshes (NaN
-   results that reach the loss), extreme scales, the BVH's identity rule.
+   results that reach the loss), extreme scales, a BVH's own vertices.
 3. Non-contiguous inputs (transposed, stepped, expanded) give the contiguous results.
 4. A child process proves that the raw ops survive non-finite meshes and points (no crash, no hang).
 5. The demo CLI's ``--input`` and ``--out``: one line on stderr and exit code 2.
@@ -432,7 +432,7 @@ def test_far_points_within_the_documented_range(dtype, far):
     assert math.isinf(signed_distance(points * 1e6, tet(dtype=dtype), TET_F)[0])  # beyond: +inf, outside
 
 
-def test_bvh_identity_rule():
+def test_bvh_takes_its_own_vertices():
     v = tet(1).requires_grad_()
     bvh = MeshBVH(v, TET_F)
     sdf = signed_distance(TET_POINTS, v, TET_F, bvh=bvh)[0]

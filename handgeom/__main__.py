@@ -57,6 +57,10 @@ def demo(args: argparse.Namespace) -> None:
     _check_device(device)
     if args.steps < 0:
         _fail(f"--steps must be >= 0, got {args.steps}")
+    try:
+        args.out.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        _fail(f"--out {args.out}: cannot make a directory there ({error.strerror or error})")
     info = handgeom.build_info()
     print(f"handgeom {info['version']} on torch {info['torch_runtime']}, running on {device} "
           f"({info['threads']} CPU threads; CUDA kernels {'compiled for sm_' + info['cuda_archs'] if info['cuda'] else 'not built'}, "

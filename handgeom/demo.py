@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import time
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -59,9 +60,17 @@ class Hands:
     left_verts: torch.Tensor
 
 
+# What a hand in metres looks like: the diagonal of its joints' bounding box (a fist about 0.1 m,
+# an open hand about 0.25 m), and its distance from the origin of a camera or world frame.
+HAND_SPAN = (0.03, 0.5)
+MAX_DISTANCE = 100.0
+
+
 def load_input(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
     """``(right_joints, left_joints)`` ``[21, 3]`` float64 metres (handgeom's OpenPose joint order)
-    from a JSON object or an NPZ archive with the keys ``right_joints`` and ``left_joints``."""
+    from a JSON object or an NPZ archive with the keys ``right_joints`` and ``left_joints``: real
+    numbers, finite, each hand spanning ``HAND_SPAN`` metres within ``MAX_DISTANCE`` of the origin
+    (a hand in millimetres, InterHand2.6M's unit, is told so)."""
     if not path.is_file():
         raise InputError(f"{path}: no such file")
     try:
@@ -73,24 +82,36 @@ def load_input(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
             data = dict(np.load(path, allow_pickle=False))
         else:
             raise InputError(f"{path}: expected a .json or .npz file")
-    except (json.JSONDecodeError, UnicodeDecodeError, OSError, ValueError) as error:
-        if isinstance(error, InputError):
-            raise
-        raise InputError(f"{path}: cannot be read ({type(error).__name__}: {str(error).splitlines()[0]})") from None
-    joints = []
-    for key in INPUT_KEYS:
-        if key not in data:
-            raise InputError(f"{path}: missing key {key!r} (expected {', '.join(INPUT_KEYS)}: 21 x 3 joints in metres)")
-        try:
-            value = torch.as_tensor(np.asarray(data[key], dtype=np.float64))
-        except (TypeError, ValueError):
-            raise InputError(f"{path}: {key} must be a 21 x 3 array of numbers") from None
-        if value.shape != (21, 3):
-            raise InputError(f"{path}: {key} must have shape 21 x 3, got {' x '.join(map(str, value.shape))}")
-        if not torch.isfinite(value).all():
-            raise InputError(f"{path}: {key} contains NaN or infinite values")
-        joints.append(value)
-    return joints[0], joints[1]
+    except InputError:
+        raise
+    except (UnicodeDecodeError, OSError, ValueError, EOFError, RecursionError, zipfile.BadZipFile) as error:
+        detail = str(error).splitlines()[0] if str(error) else "corrupt or truncated"
+        raise InputError(f"{path}: cannot be read ({type(error).__name__}: {detail})") from None
+    missing = [key for key in INPUT_KEYS if key not in data]
+    if missing:
+        raise InputError(f"{path}: missing key {missing[0]!r} (expected {', '.join(INPUT_KEYS)}: 21 x 3 joints in metres)")
+    return tuple(_hand_joints(path, key, data[key]) for key in INPUT_KEYS)
+
+
+def _hand_joints(path: Path, key: str, raw) -> torch.Tensor:
+    """One hand's joints from the input file, checked (see :func:`load_input`)."""
+    try:
+        array = np.asarray(raw)
+    except (TypeError, ValueError, RecursionError):
+        array = None
+    if array is None or array.dtype.kind not in "iuf":  # not bools, complex numbers, strings or objects
+        raise InputError(f"{path}: {key} must be a 21 x 3 array of real numbers")
+    if array.shape != (21, 3):
+        raise InputError(f"{path}: {key} must have shape 21 x 3, got {' x '.join(map(str, array.shape))}")
+    value = torch.as_tensor(array.astype(np.float64))
+    if not torch.isfinite(value).all():
+        raise InputError(f"{path}: {key} contains NaN or infinite values")
+    span, distance = float((value.amax(0) - value.amin(0)).norm()), float(value.norm(dim=1).max())
+    if not HAND_SPAN[0] <= span <= HAND_SPAN[1] or distance > MAX_DISTANCE:
+        raise InputError(f"{path}: {key} spans {span:.3g} and lies up to {distance:.3g} from the origin: not a hand in "
+                         f"metres, which spans {HAND_SPAN[0]}-{HAND_SPAN[1]} m within {MAX_DISTANCE:g} m of the origin "
+                         "(joints in millimetres? divide by 1000)")
+    return value
 
 
 def pose_hands(models: tuple[HandModel, HandModel], right: HandParams, left: HandParams) -> Hands:

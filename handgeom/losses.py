@@ -12,6 +12,7 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
+from handgeom._checks import Checker
 from handgeom.hand.skeleton import bone_ends
 from handgeom.models.occupancy import HAND_CULL_MARGIN, HandOccupancyNet
 from handgeom.ops.mesh import penetration_loss
@@ -74,31 +75,30 @@ def intersection_loss(joints_left: torch.Tensor, joints_right: torch.Tensor, net
         reduction: over the batch, of the per-pair sums.
 
     Returns:
-        The loss (``[B]`` for ``reduction="none"``); differentiable in both hands' joints (and
-        vertices).
+        The loss (``[B]`` for ``reduction="none"``; the mean of an empty batch is 0); differentiable
+        in both hands' joints (and vertices). Floating-point inputs of one dtype; NaN joints or
+        vertices give a NaN loss.
     """
-    if joints_left.dim() != 3 or joints_left.shape[1:] != (21, 3) or joints_right.shape != joints_left.shape:
-        raise ValueError("intersection_loss: joints_left and joints_right must both have shape [B, 21, 3], got "
-                         f"{list(joints_left.shape)} and {list(joints_right.shape)}")
-    if points not in ("sparse", "dense", "mesh"):
-        raise ValueError(f"intersection_loss: points must be 'sparse', 'dense' or 'mesh', got {points!r}")
-    if reduction not in ("mean", "sum", "none"):
-        raise ValueError(f"intersection_loss: reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
+    ck = Checker("intersection_loss")
+    ck.tensor(joints_left, "joints_left", ("B", 21, 3))
+    ck.tensor(joints_right, "joints_right", ("B", 21, 3), like=joints_left)
+    ck.choice(points, "points", ("sparse", "dense", "mesh"))
+    ck.choice(reduction, "reduction", ("mean", "sum", "none"))
     if net is None:
         net = default_occupancy_net(str(joints_left.device))
 
     def tested(joints, verts, name):
         if points != "mesh":
             return hand_query_points(joints, points)
-        if verts is None or verts.dim() != 3 or verts.shape[0] != joints.shape[0] or verts.shape[-1] != 3:
-            raise ValueError(f"intersection_loss: points='mesh' needs {name} of shape [B, V, 3]")
-        return verts
+        if verts is None:
+            ck.fail(f"points='mesh' needs {name} of shape [B, V, 3]")
+        return ck.tensor(verts, name, ("B", None, 3), like=joints_left)
 
     loss = net.penalty(tested(joints_left, verts_left, "verts_left"), joints_right, cull_margin, truncate)
     if both:
         loss = loss + net.penalty(mirror(tested(joints_right, verts_right, "verts_right")), mirror(joints_left),
                                   cull_margin, truncate)
-    return loss if reduction == "none" else loss.sum() if reduction == "sum" else loss.mean()
+    return loss if reduction == "none" else loss.sum() if reduction == "sum" or len(loss) == 0 else loss.mean()
 
 
 # ---- DIR (Ren et al., ICCV 2023): interacting-hands reconstruction --------------------------------

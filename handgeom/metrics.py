@@ -4,6 +4,10 @@ hand-hand reconstruction, batched over pairs.
 Meshes are batched as in :mod:`handgeom.ops.mesh` (``verts [B, V, 3]``, ``faces [F, 3]`` or
 ``[B, F, 3]``), in metres. Inside tests are exact for closed meshes (see
 :func:`handgeom.ops.points_inside_mesh`).
+
+Bad input: a pair with a non-finite vertex or joint gives NaN in the floating-point metrics and
+is a ``ValueError`` in the counts (an integer cannot be NaN), as in :mod:`handgeom.ops.mesh`;
+empty batches give empty results, and fractions over nothing are 0.
 """
 
 from __future__ import annotations
@@ -11,7 +15,9 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 
+from handgeom._checks import Checker, finite_items
 from handgeom.losses import default_occupancy_net, mirror
 from handgeom.models.occupancy import HAND_CULL_MARGIN
 from handgeom.ops.mesh import points_inside_mesh, signed_distance
@@ -25,6 +31,11 @@ def mpjpe(pred: torch.Tensor, target: torch.Tensor, valid: torch.Tensor | None =
     distance over the points (the ``valid [..., N]`` ones), in the inputs' units. Root-relative
     inputs give the interacting-hands papers' MPJPE / MPVPE (InterHand2.6M's protocol: the wrist
     as root)."""
+    ck = Checker("mpjpe")
+    ck.tensor(pred, "pred", ("...", "N", 3))
+    ck.tensor(target, "target", ("...", "N", 3), like=pred)
+    if valid is not None:
+        ck.tensor(valid, "valid", ("...", "N"), kind=None)
     error = (pred - target).norm(dim=-1)
     if valid is None:
         return error.mean(-1)
@@ -37,6 +48,9 @@ def alignment_scale(pred_joints: torch.Tensor, target_joints: torch.Tensor, bone
     MCP, joints 0 and 9 in handgeom's order) the target's length. Root-relative predictions times
     it are DIR's and IntagHand's scale-aligned evaluation on InterHand2.6M (joints and vertices
     scaled alike)."""
+    ck = Checker("alignment_scale")
+    ck.tensor(pred_joints, "pred_joints", ("...", "J", 3))
+    ck.tensor(target_joints, "target_joints", ("...", "J", 3), like=pred_joints)
     length = lambda x: (x[..., bone[1], :] - x[..., bone[0], :]).norm(dim=-1)
     return length(target_joints) / length(pred_joints).clamp_min(1e-9)
 
@@ -46,29 +60,52 @@ def penetration_depth(hand_verts: torch.Tensor, obj_verts: torch.Tensor, obj_fac
 
     The hand-object "penetration depth" of Hasson et al. (CVPR 2019, "Learning joint
     reconstruction of hands and manipulated objects"): the largest distance to the object's
-    surface among hand vertices that lie inside the object.
+    surface among hand vertices that lie inside the object. 0 for no hand vertex; NaN for a pair
+    with a non-finite vertex.
     """
+    _pair(Checker("penetration_depth"), hand_verts, obj_verts, ("hand_verts", "obj_verts"))
     sdf, _, _ = signed_distance(hand_verts.detach(), obj_verts.detach(), obj_faces)
-    return (-sdf).clamp_min(0).amax(dim=1)
+    return F.pad((-sdf).clamp_min(0), (0, 1)).amax(dim=1)  # the padding 0: the depth of no vertex
 
 
 def contact_ratio(hand_verts: torch.Tensor, obj_verts: torch.Tensor, obj_faces: torch.Tensor,
                   threshold: float = 0.005) -> float:
     """Fraction of samples in contact: some hand vertex lies within ``threshold`` metres of the
     object's surface, or inside it (signed distance below ``threshold``), as the hand-object
-    literature reports it (e.g. Hasson et al. 2019; thresholds of a few millimetres)."""
+    literature reports it (e.g. Hasson et al. 2019; thresholds of a few millimetres). 0 for an
+    empty batch; NaN when a pair has a non-finite vertex."""
+    ck = Checker("contact_ratio")
+    _pair(ck, hand_verts, obj_verts, ("hand_verts", "obj_verts"))
+    threshold = ck.real(threshold, "threshold")
     sdf, _, _ = signed_distance(hand_verts.detach(), obj_verts.detach(), obj_faces)
-    return (sdf.amin(dim=1) < threshold).float().mean().item()
+    nearest = F.pad(sdf, (0, 1), value=math.inf).amin(dim=1)  # NaN propagates
+    contact = torch.where(nearest.isnan(), math.nan, (nearest < threshold).to(sdf.dtype))
+    return contact.sum().item() / max(len(contact), 1)
+
+
+def _pair(ck: Checker, verts_a: torch.Tensor, verts_b: torch.Tensor, names: tuple[str, str] = ("verts_a", "verts_b")):
+    """Checks two batches of meshes (or joints) of one pair each: ``[B, *, 3]``, one dtype."""
+    ck.tensor(verts_a, names[0], ("B", None, 3))
+    ck.tensor(verts_b, names[1], ("B", None, 3), like=verts_a)
 
 
 def _boxes(verts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    return verts.amin(dim=1), verts.amax(dim=1)
+    """Each mesh's bounding box (empty: lo = +inf, hi = -inf)."""
+    padded = lambda value: F.pad(verts, (0, 0, 0, 1), value=value)  # one vertex more: amin/amax of none
+    return padded(math.inf).amin(dim=1), padded(-math.inf).amax(dim=1)
 
 
-def _cell_centres(lo: torch.Tensor, hi: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
+MAX_CELLS = 1 << 30  # per pair: 12 GB of float32 points
+
+
+def _cell_centres(ck: Checker, lo: torch.Tensor, hi: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
     """Centres of a ``counts[b]``-cell grid over each box, NaN-padded to the largest grid:
     ``[B, max prod(counts), 3]`` (NaN points are outside every mesh and cost one box test)."""
-    total = int(counts.prod(dim=1).max().item()) if counts.numel() else 0
+    cells = counts.double().prod(dim=1)
+    if cells.numel() and cells.max() > MAX_CELLS:
+        ck.fail(f"the grid of pair {int(cells.argmax())} would have {cells.max():.3g} cells, more than "
+                f"{MAX_CELLS}: a coarser grid, or inputs in metres?")
+    total = int(cells.max()) if cells.numel() else 0
     points = torch.full((lo.shape[0], total, 3), float("nan"), dtype=lo.dtype, device=lo.device)
     for b in range(lo.shape[0]):
         axes = [lo[b, k] + (hi[b, k] - lo[b, k]) * (torch.arange(int(counts[b, k]), dtype=lo.dtype, device=lo.device)
@@ -91,15 +128,21 @@ def intersection_volume(verts_a: torch.Tensor, faces_a: torch.Tensor, verts_b: t
 
     Give ``pitch`` (cell size in metres; hand-object papers use 0.005 (Hasson et al. 2019) or
     0.001) or ``resolution`` (cells per axis over the overlap; the interacting-hands evaluation
-    uses about 50, a 125k-point grid). Default: ``resolution=50``.
+    uses about 50, a 125k-point grid). Default: ``resolution=50``. A pair with a non-finite vertex
+    gives NaN.
     """
+    ck = Checker("intersection_volume")
+    _pair(ck, verts_a, verts_b)
     if pitch is not None and resolution is not None:
-        raise ValueError("intersection_volume: give pitch or resolution, not both")
-    if pitch is not None and not pitch > 0:
-        raise ValueError(f"intersection_volume: pitch must be positive, got {pitch}")
-    resolution = 50 if pitch is None and resolution is None else resolution
-    if resolution is not None and resolution < 1:
-        raise ValueError(f"intersection_volume: resolution must be positive, got {resolution}")
+        ck.fail("give pitch or resolution, not both")
+    if pitch is not None:
+        pitch = ck.real(pitch, "pitch", positive=True)
+    elif resolution is not None:
+        resolution = ck.integer(resolution, "resolution", minimum=1)
+    else:
+        resolution = 50
+    finite = finite_items(verts_a) & finite_items(verts_b)
+    verts_a, verts_b = (torch.where(finite[:, None, None], v, 0) for v in (verts_a, verts_b))  # points: no cells
     (lo_a, hi_a), (lo_b, hi_b) = _boxes(verts_a), _boxes(verts_b)
     lo, hi = torch.maximum(lo_a, lo_b), torch.minimum(hi_a, hi_b)
     extent = (hi - lo).clamp_min(0)
@@ -111,21 +154,24 @@ def intersection_volume(verts_a: torch.Tensor, faces_a: torch.Tensor, verts_b: t
         counts = torch.full_like(extent, resolution, dtype=torch.long)
         cell = extent.prod(dim=1) / resolution ** 3
     counts = torch.where((extent > 0).all(dim=1, keepdim=True), counts, torch.zeros_like(counts))
-    inside = _inside_both(_cell_centres(lo, hi, counts), verts_a, faces_a, verts_b, faces_b)
-    return inside.sum(dim=1).to(cell.dtype) * cell
+    inside = _inside_both(_cell_centres(ck, lo, hi, counts), verts_a, faces_a, verts_b, faces_b)
+    return torch.where(finite, inside.sum(dim=1).to(cell.dtype) * cell, math.nan)
 
 
 def count_intersections(verts_a: torch.Tensor, faces_a: torch.Tensor, verts_b: torch.Tensor, faces_b: torch.Tensor,
                         resolution: int = 50) -> torch.Tensor:
     """Number of grid points inside both hands, ``[B]`` int64: the interacting-hands evaluation
     count ("Two Hands Are Better Than One"): a ``resolution^3`` grid of cell centres (125k points
-    at 50) over the bounding box of the pair."""
-    if resolution < 1:
-        raise ValueError(f"count_intersections: resolution must be positive, got {resolution}")
+    at 50) over the bounding box of the pair. A pair with a non-finite vertex is a ``ValueError``."""
+    ck = Checker("count_intersections")
+    _pair(ck, verts_a, verts_b)
+    resolution = ck.integer(resolution, "resolution", minimum=1)
+    ck.finite(finite_items(verts_a), "verts_a", "pair")
+    ck.finite(finite_items(verts_b), "verts_b", "pair")
     (lo_a, hi_a), (lo_b, hi_b) = _boxes(verts_a), _boxes(verts_b)
     lo, hi = torch.minimum(lo_a, lo_b), torch.maximum(hi_a, hi_b)
     counts = torch.full_like(lo, resolution, dtype=torch.long)
-    points = _cell_centres(lo, hi, counts)
+    points = _cell_centres(ck, lo, hi, counts)
     # only centres within both boxes can be inside both meshes: the rest become NaN (free)
     overlap = ((points >= torch.maximum(lo_a, lo_b)[:, None]) & (points <= torch.minimum(hi_a, hi_b)[:, None])).all(-1)
     points = torch.where(overlap.unsqueeze(-1), points, torch.full_like(points, math.nan))
@@ -139,13 +185,19 @@ def count_intersections_occupancy(joints_left: torch.Tensor, joints_right: torch
     ``resolution^3`` grid of cell centres over both hands' joint bounding box grown by ``margin``
     metres, ``[B]`` int64. Points farther than ``margin`` from a hand's joint box are culled as
     outside it (the default margin loses no point of the hand model's volume; see
-    :class:`handgeom.models.HandOccupancyNet`). ``net`` defaults to the shipped network."""
-    if resolution < 1:
-        raise ValueError(f"count_intersections_occupancy: resolution must be positive, got {resolution}")
+    :class:`handgeom.models.HandOccupancyNet`). ``net`` defaults to the shipped network. A pair
+    with a non-finite joint is a ``ValueError``."""
+    ck = Checker("count_intersections_occupancy")
+    ck.tensor(joints_left, "joints_left", ("B", 21, 3))
+    ck.tensor(joints_right, "joints_right", ("B", 21, 3), like=joints_left)
+    resolution = ck.integer(resolution, "resolution", minimum=1)
+    margin = ck.real(margin, "margin", minimum=0)
+    ck.finite(finite_items(joints_left), "joints_left", "pair")
+    ck.finite(finite_items(joints_right), "joints_right", "pair")
     net = default_occupancy_net(str(joints_left.device)) if net is None else net
     both = torch.cat([joints_left, joints_right], 1)
     lo, hi = both.amin(1) - margin, both.amax(1) + margin
-    points = _cell_centres(lo, hi, torch.full_like(lo, resolution, dtype=torch.long))
+    points = _cell_centres(ck, lo, hi, torch.full_like(lo, resolution, dtype=torch.long))
     with torch.no_grad():
         inside_right = net(points, joints_right, cull_margin=margin) > 0
         inside_left = net(mirror(points), mirror(joints_left), cull_margin=margin) > 0
@@ -156,16 +208,26 @@ def pck(pred: torch.Tensor, target: torch.Tensor, crop_size: float, delta: float
         visible: torch.Tensor | None = None) -> float:
     """Percentage of correct keypoints: the fraction of (visible) keypoints ``[..., K, 2]`` within
     ``delta * crop_size`` pixels of the target, the threshold normalized by the side of the square
-    crop as in SIA-GCN's evaluation."""
+    crop as in SIA-GCN's evaluation. ``crop_size > 0``, ``delta >= 0``, ``visible [..., K]`` bool;
+    0 when there is no (visible) keypoint; a NaN prediction is not correct."""
+    ck = Checker("pck")
+    ck.tensor(pred, "pred", ("...", "K", 2))
+    ck.tensor(target, "target", ("...", "K", 2), like=pred)
+    crop_size = ck.real(crop_size, "crop_size", positive=True)
+    delta = ck.real(delta, "delta", minimum=0)
     correct = (pred - target).norm(dim=-1) <= delta * crop_size
     if visible is not None:
+        ck.tensor(visible, "visible", ("...", "K"), kind="bool")
         return (correct & visible).sum().item() / max(int(visible.sum()), 1)
-    return correct.float().mean().item()
+    return correct.sum().item() / max(correct.numel(), 1)
 
 
 def mpck(pred: torch.Tensor, target: torch.Tensor, crop_size: float,
          deltas: tuple[float, ...] = (0.01, 0.02, 0.03, 0.04, 0.05, 0.06, 0.07, 0.08, 0.09, 0.10),
          visible: torch.Tensor | None = None) -> float:
-    """Mean PCK over thresholds ``deltas`` (fractions of the crop size; pass the set a paper
-    reports to reproduce its numbers)."""
+    """Mean PCK over thresholds ``deltas`` (fractions of the crop size, at least one; pass the set
+    a paper reports to reproduce its numbers)."""
+    deltas = tuple(deltas)
+    if not deltas:
+        Checker("mpck").fail("deltas must hold at least one threshold, got ()")
     return sum(pck(pred, target, crop_size, d, visible) for d in deltas) / len(deltas)

@@ -113,7 +113,7 @@ BAD = [
     (dict(w=torch.zeros(4, 7, 3, 3, dtype=torch.float64)), RuntimeError, "x must have 1 or 4 heads"),
     (dict(w=torch.zeros(3, 7, 3, 3)), RuntimeError, "weight must have the dtype of x"),
     (dict(b=torch.zeros(3, 6, dtype=torch.float64)), RuntimeError, "bias must have shape [3, 7]"),
-    (dict(x=torch.zeros(2, 5, 9, dtype=torch.float64)), ValueError, "x must have shape [B, K, H, W] or [B, M, K, H, W]"),
+    (dict(x=torch.zeros(2, 5, 9, dtype=torch.float64)), ValueError, "x must have shape [B, K, H, W] or [B, *, K, H, W]"),
     (dict(aggregation="max"), ValueError, "aggregation must be 'mean' or 'sum'"),
     (dict(method="winograd"), ValueError, "method must be 'auto', 'direct' or 'fft'"),
 ]

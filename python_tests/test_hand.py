@@ -123,10 +123,11 @@ def test_ik_float32_and_noisy_targets():
 
 def test_ik_bad_input():
     model = HandModel()
-    with pytest.raises(ValueError, match=r"target joints must have shape \[..., 21, 3\]"):
+    with pytest.raises(ValueError, match=r"target_joints must have shape \[..., 21, 3\]"):
         model.fit(torch.zeros(4, 20, 3))
-    with pytest.raises(ValueError, match="target joints must be finite"):
-        model.fit(torch.full((1, 21, 3), float("nan")))
+    for bad in (float("nan"), float("inf"), 1e10):  # 1e10: float32 products of four coordinates overflow
+        with pytest.raises(ValueError, match="target_joints must be finite with coordinates below 4.3e"):
+            model.fit(torch.full((1, 21, 3), bad))
 
 
 def test_joint_order_converters():

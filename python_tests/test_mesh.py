@@ -352,32 +352,33 @@ def test_degenerate_faces_are_allowed():
     torch.testing.assert_close(sdf, torch.tensor([-0.1 * math.sqrt(3), 1.5], dtype=torch.float64))
 
 
-BAD = [
-    (lambda v, f, p: points_inside_mesh(p, v[0], f), "verts must have shape [*, *, 3]"),
-    (lambda v, f, p: points_inside_mesh(p, v, f + 100), "faces entries must lie in [0, 8)"),
-    (lambda v, f, p: points_inside_mesh(p, v, -f), "faces entries must lie in [0, 8)"),
-    (lambda v, f, p: points_inside_mesh(p, v, f.double()), "faces must be int64 or int32"),
-    (lambda v, f, p: points_inside_mesh(p, v, f[:, :2]), "faces must have shape"),
-    (lambda v, f, p: points_inside_mesh(p, v, f.expand(3, -1, -1)), "faces must have shape [1, *, 3]"),
-    (lambda v, f, p: points_inside_mesh(p.float(), v, f), "points must have the dtype of tris"),
-    (lambda v, f, p: points_inside_mesh(p[0], v, f), "points must have shape [1, *, 3]"),
-    (lambda v, f, p: points_inside_mesh(p, v.int(), f), "verts must be float32 or float64"),
-    (lambda v, f, p: points_inside_mesh(p, v, f, n_rays=10), "n_rays must lie in [1, 9]"),
-    (lambda v, f, p: signed_distance(p, v.expand(2, -1, -1), f, bvh=MeshBVH(v, f)),
-     "verts and the BVH must have the same batch size, got 2 and 1"),
-    (lambda v, f, p: ray_mesh_intersect(p, p[:, :1], v, f), "dirs must have shape [1, 5, 3]"),
+BAD = [  # the C++ checks of the ops raise RuntimeError, those of the Python layer ValueError / TypeError
+    (lambda v, f, p: points_inside_mesh(p, v[0], f), ValueError, "verts must have shape [B, V, 3], got [8, 3]"),
+    (lambda v, f, p: points_inside_mesh(p, v, f + 100), RuntimeError, "faces entries must lie in [0, 8)"),
+    (lambda v, f, p: points_inside_mesh(p, v, -f), RuntimeError, "faces entries must lie in [0, 8)"),
+    (lambda v, f, p: points_inside_mesh(p, v, f.double()), RuntimeError, "faces must be int64 or int32"),
+    (lambda v, f, p: points_inside_mesh(p, v, f[:, :2]), RuntimeError, "faces must have shape"),
+    (lambda v, f, p: points_inside_mesh(p, v, f.expand(3, -1, -1)), RuntimeError, "faces must have shape [1, *, 3]"),
+    (lambda v, f, p: points_inside_mesh(p.float(), v, f), TypeError, "points must have dtype torch.float64"),
+    (lambda v, f, p: points_inside_mesh(p[0], v, f), ValueError, "points must have shape [B, *, 3] with B = 1"),
+    (lambda v, f, p: points_inside_mesh(p, v.int(), f), TypeError, "verts must be a floating point tensor"),
+    (lambda v, f, p: points_inside_mesh(p, v, f, n_rays=10), RuntimeError, "n_rays must be odd and lie in [1, 9]"),
+    (lambda v, f, p: points_inside_mesh(p, v, f, n_rays=2), RuntimeError, "n_rays must be odd"),
+    (lambda v, f, p: signed_distance(p, v.expand(2, -1, -1), f, bvh=MeshBVH(v, f)), ValueError,
+     "verts must have shape [B, V, 3] with B = 1"),
+    (lambda v, f, p: ray_mesh_intersect(p, p[:, :1], v, f), ValueError, "dirs must have shape [B, R, 3] with B = 1, R = 5"),
     (lambda v, f, p: torch.ops.handgeom.mesh_inside(p, *MeshBVH(v, f).tensors[:2], MeshBVH(v, f).boxes[:, :1], 1),
-     "boxes must have shape"),
-    (lambda v, f, p: MeshBVH(v, f).refit(v.expand(2, -1, -1)), "order must have shape [2, 12]"),
+     RuntimeError, "boxes must have shape"),
+    (lambda v, f, p: MeshBVH(v, f).refit(v.expand(2, -1, -1)), RuntimeError, "order must have shape [2, 12]"),
 ]
 
 
-@pytest.mark.parametrize("call,message", BAD)
-def test_bad_input_names_the_argument(call, message):
+@pytest.mark.parametrize("call,error,message", BAD)
+def test_bad_input_names_the_argument(call, error, message):
     box = trimesh.creation.box()
     verts, faces = torch.tensor(box.vertices)[None], torch.tensor(box.faces)
     points = torch.zeros(1, 5, 3, dtype=torch.float64)
-    with pytest.raises(RuntimeError) as info:
+    with pytest.raises(error) as info:
         call(verts, faces, points)
     assert message in str(info.value)
 
@@ -430,3 +431,15 @@ def test_cuda_device_mismatch_is_rejected():
     verts, faces = shape("box")
     with pytest.raises(RuntimeError, match="points must be on the device of tris"):
         points_inside_mesh(torch.zeros(1, 2, 3, dtype=torch.float64), verts[None].cuda(), faces.cuda())
+
+
+def test_queries_compile_with_fullgraph():
+    """The README's torch.compile example: the Python layer (checks, scaling, NaN results) traces."""
+    verts, faces = shape("box")
+    points = (torch.rand(1, 50, 3, generator=torch.Generator().manual_seed(16), dtype=torch.float64) - 0.5)
+    loss_fn = torch.compile(lambda p, v, f: penetration_loss(p, v, f), fullgraph=True)
+    p = points.clone().requires_grad_()
+    loss = loss_fn(p, verts[None], faces)
+    torch.testing.assert_close(loss, penetration_loss(points, verts[None], faces))
+    loss.backward()
+    assert p.grad.abs().sum() > 0

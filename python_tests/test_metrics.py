@@ -83,5 +83,5 @@ def test_metric_arguments_are_checked():
         intersection_volume(va, fa, va, fa, pitch=0.1, resolution=10)
     with pytest.raises(ValueError, match="pitch must be positive"):
         intersection_volume(va, fa, va, fa, pitch=0.0)
-    with pytest.raises(ValueError, match="resolution must be positive"):
+    with pytest.raises(ValueError, match="resolution must be at least 1"):
         count_intersections(va, fa, va, fa, resolution=0)

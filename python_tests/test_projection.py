@@ -226,8 +226,13 @@ BAD_INPUTS = [
     (_bad(bones=torch.tensor([[0.0, 1.0]])), RuntimeError, "bones must be int64"),
     (_bad(joint_uv=nan_uv), RuntimeError, "joint_uv must be finite"),
     (_bad(joint_uv=inf_uv), RuntimeError, "joint_uv must be finite"),
+    (_bad(joint_uv=torch.full((2, 21, 2), 2.0 ** 20 + 1, dtype=torch.float64)), RuntimeError,
+     "joint_uv must be finite and within [-1048576, 1048576]"),
+    (_bad(size=(8,)), ValueError, "size must be an integer or a pair (H, W), got (8,)"),
+    (_bad(size=8.0), TypeError, "size must be an integer, got 8.0"),
     (_bad(radius=0.0), RuntimeError, "radius must be positive"),
-    (_bad(radius=float("nan")), RuntimeError, "radius must be positive"),
+    (_bad(radius=float("nan")), ValueError, "radius must be finite"),
+    (_bad(radius="1"), TypeError, "radius must be a real number"),
     (_bad(profile="gaussian", sigma=-1.0), RuntimeError, "sigma must be positive"),
     (_bad(profile="box"), ValueError, "profile must be 'hard' or 'gaussian'"),
     (_bad(size=(0, 8)), RuntimeError, "size must lie in [1, 1048576], got (0, 8)"),
@@ -277,13 +282,15 @@ def test_sample_joint_features_inverts_a_constant_projection():
     torch.testing.assert_close(sample_joint_features(planes, uv[:, 5:6])[:, 0], feat[:, 5])
 
 
-@pytest.mark.parametrize("feat,uv,message", [
-    (torch.zeros(2, 4, 8), torch.zeros(2, 21, 2), "feat must have shape [B, C, H, W]"),
-    (torch.zeros(2, 4, 8, 8), torch.zeros(3, 21, 2), "joint_uv must have shape [2, J, 2]"),
-    (torch.zeros(2, 4, 8, 8), torch.zeros(2, 21, 2, dtype=torch.float64), "joint_uv must match feat's dtype"),
+@pytest.mark.parametrize("feat,uv,error,message", [
+    (torch.zeros(2, 4, 8), torch.zeros(2, 21, 2), ValueError, "feat must have shape [B, C, H, W]"),
+    (torch.zeros(2, 4, 8, 8), torch.zeros(3, 21, 2), ValueError, "joint_uv must have shape [B, J, 2] with B = 2"),
+    (torch.zeros(2, 4, 8, 8), torch.zeros(2, 21, 2, dtype=torch.float64), TypeError, "joint_uv must have dtype torch.float32"),
+    (torch.zeros(2, 4, 8, 8, dtype=torch.long), torch.zeros(2, 21, 2), TypeError, "feat must be a floating point tensor"),
+    (torch.zeros(2, 4, 0, 8), torch.zeros(2, 21, 2), ValueError, "feat must have H, W >= 1"),
 ])
-def test_sample_joint_features_bad_input(feat, uv, message):
-    with pytest.raises(ValueError) as info:
+def test_sample_joint_features_bad_input(feat, uv, error, message):
+    with pytest.raises(error) as info:
         sample_joint_features(feat, uv)
     assert message in str(info.value)
 

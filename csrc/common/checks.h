@@ -57,10 +57,11 @@ class Checker {
                 "), got values in [", lo_v, ", ", hi_v, "]");
   }
 
-  // Rejects NaN and Inf (inputs that would drive indexing). Synchronizes on CUDA.
-  void finite(const at::Tensor& t, const char* name) const {
-    TORCH_CHECK(t.numel() == 0 || at::isfinite(t).all().item<bool>(), op_, ": ", name,
-                " must be finite (found NaN or Inf)");
+  // Every entry finite and within [-limit, limit] (inputs that drive indexing, or whose products
+  // must not overflow). Synchronizes on CUDA.
+  void within(const at::Tensor& t, const char* name, int64_t limit) const {
+    TORCH_CHECK(t.numel() == 0 || (t.abs() <= double(limit)).all().item<bool>(), op_, ": ", name,
+                " must be finite and within [-", limit, ", ", limit, "] (found NaN, Inf or a larger value)");
   }
 
   template <typename... Args>

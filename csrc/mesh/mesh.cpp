@@ -67,7 +67,8 @@ Tensor inside_op(const Tensor& points, const Tensor& order, const Tensor& tris, 
   const Checker ck("points_inside_mesh");
   check_bvh(ck, order, tris, boxes);
   check_points(ck, points, "points", tris);
-  ck.check(n_rays >= 1 && n_rays <= kMaxRays, "n_rays must lie in [1, ", kMaxRays, "], got ", n_rays);
+  ck.check(n_rays >= 1 && n_rays <= kMaxRays && n_rays % 2 == 1, "n_rays must be odd and lie in [1, ", kMaxRays,
+           "] (a majority vote), got ", n_rays);
   const c10::DeviceGuard guard(points.device());
   return ops().inside(points.contiguous(), order.contiguous(), tris.contiguous(), boxes.contiguous(), n_rays);
 }

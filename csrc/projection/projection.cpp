@@ -11,6 +11,9 @@ namespace handgeom::projection {
 namespace {
 
 constexpr int64_t kMaxSize = int64_t(1) << 20;
+// Joints at most 2^20 half-images from the centre: pixel coordinates stay below 2^40, so the
+// squares and dot products of the pixel geometry cannot overflow float32.
+constexpr int64_t kMaxUV = int64_t(1) << 20;
 
 struct Inputs {
   at::Tensor uv, feat, bones;
@@ -30,7 +33,7 @@ Inputs validate(const Checker& ck, const at::Tensor& joint_uv, const at::Tensor&
   ck.same_device(joint_feat, "joint_feat", joint_uv, "joint_uv");
   ck.same_device(bones, "bones", joint_uv, "joint_uv");
   ck.indices(bones, "bones", J);
-  ck.finite(joint_uv, "joint_uv");
+  ck.within(joint_uv, "joint_uv", kMaxUV);
   // Pixel centres must stay exact in float32.
   ck.check(height > 0 && height <= kMaxSize && width > 0 && width <= kMaxSize, "size must lie in [1, ",
            kMaxSize, "], got (", height, ", ", width, ")");

@@ -101,14 +101,17 @@ struct ForwardTile {
     const PixelBox box = bone_box(pr, a, bb);
     const int64_t n = hg_min(kTile, pr.W - j0);
     T ma[kTile], mb[kTile];  // m w_a, m w_b of the tile's pixels
+    bool lit[kTile];         // m > 0: pixels outside the mask are 0 whatever the features (NaN too)
     for (int64_t t = 0; t < n; ++t) {
       const int64_t j = j0 + t;
       ma[t] = mb[t] = T(0);
+      lit[t] = false;
       if (i >= box.i0 && i < box.i1 && j >= box.j0 && j < box.j1) {
         const PixelGeometry<T> g = pixel_geometry(pr, Vec2<T>{T(j) + T(0.5), T(i) + T(0.5)}, a, bb);
         if (g.m > T(0)) {
           ma[t] = g.m * g.wa;
           mb[t] = g.m * g.wb;
+          lit[t] = true;
         }
       }
     }
@@ -117,7 +120,7 @@ struct ForwardTile {
     T* dst = out + bp * pr.C * HW + i * pr.W + j0;
     for (int64_t c = 0; c < pr.C; ++c, dst += HW) {
       const T fac = fa[c], fbc = fb[c];
-      for (int64_t t = 0; t < n; ++t) dst[t] = ma[t] * fac + mb[t] * fbc;
+      for (int64_t t = 0; t < n; ++t) dst[t] = lit[t] ? ma[t] * fac + mb[t] * fbc : T(0);
     }
   }
 };

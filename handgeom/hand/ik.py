@@ -65,12 +65,9 @@ def fit(target: torch.Tensor, limits: torch.Tensor, mirror: bool = False, iterat
         damping: float = 1e-6):
     """Parameters whose joints best match ``target [..., 21, 3]``; see the module docstring.
 
-    Returns ``(angles [..., 21], bone_lengths [..., 20], rotation [..., 3, 3], translation [..., 3])``.
+    Returns ``(angles [..., 21], bone_lengths [..., 20], rotation [..., 3, 3], translation [..., 3])``;
+    ``target`` is checked by :meth:`handgeom.hand.HandModel.fit`.
     """
-    if target.shape[-2:] != (21, 3):
-        raise ValueError(f"fit: target joints must have shape [..., 21, 3], got {list(target.shape)}")
-    if not torch.isfinite(target).all():
-        raise ValueError("fit: target joints must be finite")
     batch_shape = target.shape[:-2]
     flip = target.new_tensor(_MIRROR)
     right = (target * flip if mirror else target).reshape(-1, 21, 3)

@@ -35,16 +35,20 @@ def quaternion_to_matrix(q: torch.Tensor) -> torch.Tensor:
 
 
 def rotation_6d_to_matrix(d6: torch.Tensor) -> torch.Tensor:
-    """Zhou et al. (CVPR 2019) continuous 6D rotation: Gram-Schmidt on two columns."""
+    """Zhou et al. (CVPR 2019) continuous 6D rotation: Gram-Schmidt on two columns. Two zero or
+    parallel vectors span no rotation: NaN (not a matrix that collapses the hand to a point)."""
+    unit = lambda v: v / torch.linalg.vector_norm(v, dim=-1, keepdim=True)  # 0 / 0 = NaN
     a1, a2 = d6[..., :3], d6[..., 3:]
-    b1 = torch.nn.functional.normalize(a1, dim=-1)
-    b2 = torch.nn.functional.normalize(a2 - (b1 * a2).sum(-1, keepdim=True) * b1, dim=-1)
+    b1 = unit(a1)
+    b2 = unit(a2 - (b1 * a2).sum(-1, keepdim=True) * b1)
     return torch.stack([b1, b2, torch.linalg.cross(b1, b2)], dim=-1)
 
 
-def rotation_matrix(rot: torch.Tensor) -> torch.Tensor:
-    """Global rotation as axis-angle ``[..., 3]``, 6D ``[..., 6]`` or a matrix ``[..., 3, 3]``."""
-    if rot.shape[-2:] == (3, 3):
+def rotation_matrix(rot: torch.Tensor, batch_dims: int | None = None) -> torch.Tensor:
+    """Global rotation as axis-angle ``[..., 3]``, 6D ``[..., 6]`` or a matrix ``[..., 3, 3]``.
+    ``batch_dims``: the number of batch dimensions, which tells a batch of axis-angles whose last
+    batch size is 3 from one matrix; without it, ``[..., 3, 3]`` is a matrix."""
+    if rot.shape[-2:] == (3, 3) and (batch_dims is None or rot.dim() == batch_dims + 2):
         return rot
     if rot.shape[-1] == 3:
         return axis_angle_to_matrix(rot)

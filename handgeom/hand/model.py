@@ -8,8 +8,9 @@ from pathlib import Path
 
 import torch
 
+from handgeom._checks import Checker
 from handgeom.hand import ik
-from handgeom.hand.kinematics import local_skeleton, place, place_frames, quaternion_to_matrix
+from handgeom.hand.kinematics import local_skeleton, place, place_frames, quaternion_to_matrix, rotation_matrix
 from handgeom.hand.mesh import hand_surface
 from handgeom.hand.skeleton import ANGLE_NAMES, DEFAULT_BONE_LENGTHS, angle_limits
 
@@ -19,10 +20,14 @@ class HandParams:
     """Parameters of a batch of hands (any leading batch shape ``...``).
 
     rotation: global rotation of the hand frame, axis-angle ``[..., 3]``, 6D ``[..., 6]`` (Zhou et
-        al. 2019) or a matrix ``[..., 3, 3]``; translation: ``[..., 3]`` wrist position, metres;
+        al. 2019; two zero or parallel vectors give a NaN hand) or a matrix ``[..., 3, 3]``;
+        translation: ``[..., 3]`` wrist position, metres;
     bone_lengths: ``[..., 20]`` metres (``skeleton.BONES`` order); angles: ``[..., 21]`` radians
         (``skeleton.ANGLE_NAMES``); scale: ``[...]`` uniform size about the wrist (skeleton and
         surface).
+
+    Every field has the same batch shape ``...`` (no broadcasting) and the same floating-point
+    dtype; :class:`HandModel` checks this. NaN parameters give NaN joints and vertices.
     """
 
     rotation: torch.Tensor
@@ -124,17 +129,35 @@ class HandModel(torch.nn.Module):
         return params.to(dtype=dtype, device=device)
 
     def forward(self, params: HandParams) -> HandOutput:
+        batch_dims = len(_checked_batch_shape(params))
+        rotation = rotation_matrix(params.rotation, batch_dims)
         joints, frames = local_skeleton(params.angles, params.bone_lengths)
         verts = self.surface.vertices(joints, frames)
         mirror = self.side == "left"
-        world = place(torch.cat([joints, verts], -2), params.rotation, params.translation, mirror, params.scale)
+        world = place(torch.cat([joints, verts], -2), rotation, params.translation, mirror, params.scale)
         return HandOutput(joints=world[..., :21, :], verts=world[..., 21:, :],
-                          bone_frames=place_frames(frames, params.rotation, mirror))
+                          bone_frames=place_frames(frames, rotation, mirror))
 
     def fit(self, target_joints: torch.Tensor, iterations: int = 10) -> HandParams:
         """Inverse kinematics: parameters whose joints best match ``target_joints [..., 21, 3]``
         (an analytic solution refined by Levenberg-Marquardt, angles within limits). The rotation
-        is returned as a matrix and the scale as 1 (it is folded into the bone lengths)."""
+        is returned as a matrix and the scale as 1 (it is folded into the bone lengths).
+
+        ``target_joints`` must be floating point and finite, with coordinates below
+        ``finfo(dtype).max ** (1/4)`` (4.3e9 in float32: the solver's products of four
+        coordinates stay finite). An empty batch gives empty parameters."""
+        ck = Checker("HandModel.fit")
+        ck.tensor(target_joints, "target_joints", ("...", 21, 3))
+        iterations = ck.integer(iterations, "iterations", minimum=0)
+        limit = torch.finfo(target_joints.dtype).max ** 0.25
+        if not bool((target_joints.abs() <= limit).all()):
+            ck.fail(f"target_joints must be finite with coordinates below {limit:.2g} in magnitude "
+                    f"({target_joints.dtype}), got NaN, Inf or larger values")
+        batch = target_joints.shape[:-2]
+        if batch.numel() == 0:  # nothing to fit (and vmap refuses empty batches)
+            empty = self.rest_pose(batch, target_joints.dtype, target_joints.device)
+            empty.rotation = torch.eye(3, dtype=target_joints.dtype, device=target_joints.device).expand(*batch, 3, 3)
+            return empty
         angles, lengths, rot, trans = ik.fit(target_joints, self.limits, mirror=self.side == "left",
                                              iterations=iterations)
         return HandParams(rotation=rot, translation=trans, bone_lengths=lengths, angles=angles,
@@ -154,6 +177,19 @@ class HandModel(torch.nn.Module):
         if suffix not in (".ply", ".obj"):
             raise ValueError(f"export: path must end in .ply or .obj, got {str(path)!r}")
         self.to_trimesh(verts).export(str(path))
+
+
+def _checked_batch_shape(params: HandParams) -> torch.Size:
+    """The batch shape ``...`` every field of ``params`` shares (see :class:`HandParams`)."""
+    ck = Checker("HandModel")
+    if not isinstance(params, HandParams):
+        ck.fail(f"params must be HandParams, got {type(params).__name__}", TypeError)
+    t = ck.tensor(params.translation, "translation", ("...", 3))
+    ck.tensor(params.rotation, "rotation", [("...", 3), ("...", 6), ("...", 3, 3)], like=t)
+    ck.tensor(params.bone_lengths, "bone_lengths", ("...", 20), like=t)
+    ck.tensor(params.angles, "angles", ("...", 21), like=t)
+    ck.tensor(params.scale, "scale", ("...",), like=t)
+    return t.shape[:-1]
 
 
 __all__ = ["HandModel", "HandParams", "HandOutput"]

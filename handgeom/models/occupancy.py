@@ -27,6 +27,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from handgeom._checks import Checker
 from handgeom.hand.skeleton import BONES, bone_ends
 from handgeom.ops.occupancy import conditioned_mlp, conditioned_mlp_penalty
 
@@ -134,7 +135,9 @@ class ConditionedDecoder(nn.Module):
 
 class HandOccupancyNet(nn.Module):
     """``net(points [B, N, 3], joints [B, 21, 3]) -> logits [B, N]``: inside a right hand when
-    the logit is positive. Points and joints in one world frame, metres.
+    the logit is positive. Points and joints in one world frame, metres, floating point of one
+    dtype (computed in the network's, returned in theirs). NaN points or joints give NaN logits
+    (culling never hides them).
 
     Args:
         width, layers: the decoder's hidden width and number of modulated layers (even).
@@ -170,7 +173,7 @@ class HandOccupancyNet(nn.Module):
                 point of the hand model's volume is culled, so only the network's errors change.
         """
         features, gamma, beta, index, valid = self._query(points, joints, cull_margin)
-        logits = self.decoder(features, gamma, beta)
+        logits = self.decoder(features, gamma, beta).to(points.dtype)
         if index is None:
             return logits
         full = points.new_full(points.shape[:2], OUTSIDE_LOGIT)
@@ -184,17 +187,20 @@ class HandOccupancyNet(nn.Module):
         (``cull_margin``, as in :meth:`forward`) count 0."""
         features, gamma, beta, index, valid = self._query(points, joints, cull_margin)
         weights = features.new_ones(features.shape[:2]) if valid is None else valid.to(features.dtype)
-        return self.decoder.penalty(features, gamma, beta, weights, truncate)
+        return self.decoder.penalty(features, gamma, beta, weights, truncate).to(points.dtype)
 
     def _query(self, points: torch.Tensor, joints: torch.Tensor, cull_margin: float | None):
         """``(features, gamma, beta, index, valid)``: the decoder's inputs for the points, or with
         culling for the kept points of each row first (stable, padded to the longest row: ``index
         [B, K]`` into the points, ``valid [B, K]`` false on padding); index and valid are None
         without culling."""
-        if points.dim() != 3 or points.shape[-1] != 3:
-            raise ValueError(f"HandOccupancyNet: points must have shape [B, N, 3], got {list(points.shape)}")
-        if joints.shape != (points.shape[0], 21, 3):
-            raise ValueError(f"HandOccupancyNet: joints must have shape [{points.shape[0]}, 21, 3], got {list(joints.shape)}")
+        ck = Checker("HandOccupancyNet")
+        ck.tensor(points, "points", ("B", "N", 3))
+        ck.tensor(joints, "joints", ("B", 21, 3), like=points)
+        if cull_margin is not None:
+            cull_margin = ck.real(cull_margin, "cull_margin", minimum=0)
+        dtype = self.film.weight.dtype
+        points, joints = points.to(dtype), joints.to(dtype)
         origin, rotation, gamma, beta = self.condition(joints)
         rt = rotation.transpose(1, 2)
         canonical_joints = (joints - origin[:, None]) @ rt
@@ -203,9 +209,9 @@ class HandOccupancyNet(nn.Module):
             return bone_features(canonical, canonical_joints), gamma, beta, None, None
         lo = canonical_joints.amin(1, keepdim=True) - cull_margin
         hi = canonical_joints.amax(1, keepdim=True) + cull_margin
-        keep = ((canonical >= lo) & (canonical <= hi)).all(-1)  # [B, N]
+        keep = ~((canonical < lo) | (canonical > hi)).any(-1)  # [B, N]; NaN is kept (and gives NaN)
         order = torch.sort(keep.to(torch.uint8), dim=1, descending=True, stable=True).indices
-        index = order[:, :int(keep.sum(1).max())]
+        index = order[:, :int(keep.sum(1).max()) if len(keep) else 0]
         selected = canonical.gather(1, index[..., None].expand(-1, -1, 3))
         return bone_features(selected, canonical_joints), gamma, beta, index, keep.gather(1, index)
 

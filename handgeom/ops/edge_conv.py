@@ -7,6 +7,8 @@ from typing import Literal
 
 import torch
 
+from handgeom._checks import Checker
+
 __all__ = ["edge_conv2d"]
 
 # Kernel area from which the FFT path is faster than the direct one, forward+backward on a 2-core
@@ -39,20 +41,19 @@ def edge_conv2d(x: torch.Tensor, weight: torch.Tensor, edges: torch.Tensor, bias
             backward fused too (x by the transposed edges, weights as correlations, deterministic).
             ``"fft"``: node maps and kernels transformed once (``torch.fft``), products summed over
             incoming edges in the frequency domain, one inverse transform per output node.
-            ``"auto"``: direct below ``FFT_FROM_TAPS`` kernel taps, FFT from there.
+            ``"auto"``: direct below ``FFT_FROM_TAPS`` kernel taps, FFT from there. Empty inputs
+            (no batch, node, edge or pixel) take the direct path whatever the method: the result
+            is empty, or zeros where there are no edges.
 
     Returns:
         ``[B, K, H, W]`` (single-head weights and 4D x) or ``[B, M, K, H, W]``. Differentiable in
         ``x``, ``weight`` and ``bias`` by both methods.
     """
-    if aggregation not in ("mean", "sum"):
-        raise ValueError(f"edge_conv2d: aggregation must be 'mean' or 'sum', got {aggregation!r}")
-    if method not in ("auto", "direct", "fft"):
-        raise ValueError(f"edge_conv2d: method must be 'auto', 'direct' or 'fft', got {method!r}")
-    if weight.dim() not in (3, 4):
-        raise ValueError(f"edge_conv2d: weight must have shape [E, kh, kw] or [M, E, kh, kw], got {list(weight.shape)}")
-    if x.dim() not in (4, 5):
-        raise ValueError(f"edge_conv2d: x must have shape [B, K, H, W] or [B, M, K, H, W], got {list(x.shape)}")
+    ck = Checker("edge_conv2d")
+    ck.choice(aggregation, "aggregation", ("mean", "sum"))
+    ck.choice(method, "method", ("auto", "direct", "fft"))
+    ck.tensor(weight, "weight", [("E", "kh", "kw"), ("M", "E", "kh", "kw")], kind=None)  # dtypes: the op checks
+    ck.tensor(x, "x", [("B", "K", "H", "W"), ("B", None, "K", "H", "W")], kind=None)  # heads: 1 or M (the op checks)
     single = weight.dim() == 3 and x.dim() == 4
     w = weight.unsqueeze(0) if weight.dim() == 3 else weight
     xm = x.unsqueeze(1) if x.dim() == 4 else x
@@ -63,6 +64,8 @@ def edge_conv2d(x: torch.Tensor, weight: torch.Tensor, edges: torch.Tensor, bias
         edges = edges.long()
     if method == "auto":
         method = "fft" if w.shape[-1] * w.shape[-2] >= FFT_FROM_TAPS else "direct"
+    if xm.numel() == 0 or w.numel() == 0:  # nothing to transform (torch.fft refuses empty sizes)
+        method = "direct"
     mean = aggregation == "mean"
     if method == "direct":
         out = torch.ops.handgeom.edge_conv2d(xm, w, edges, b, mean)

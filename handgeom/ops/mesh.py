@@ -4,13 +4,30 @@ Meshes are batched: ``verts [B, V, 3]`` (float32/float64) with ``faces`` shared 
 mesh ``[B, F, 3]`` (int64 or int32). Each query builds a BVH per mesh (balanced, by median splits,
 built in parallel over meshes and tree nodes) unless given a :class:`MeshBVH`, which a caller querying
 the same meshes repeatedly builds once and refits when the vertices move.
+
+Scale: each mesh is queried scaled by a power of two that brings its largest coordinate into
+[0.5, 1) (exact in floating point, undone on the results), so meshes of any size and position give
+the results they give at unit scale: no product inside the predicates can overflow or underflow.
+What remains bounded is the distance of a query point from the mesh, by the square that must
+not overflow: up to 1e18 times the mesh's largest coordinate in float32, 1e150 in float64; farther
+points (outside, as every point beyond a mesh's bounding box) get the distance +inf.
+
+Non-finite meshes: a mesh with a NaN or infinite vertex has no geometry, and no result about it
+may look plausible. Every floating-point output about it is NaN (distances, closest points,
+penetration, ray ``t`` and barycentric weights) and its face indices are -1, so that the NaN
+reaches the loss (its gradients are 0, as a NaN point's); :func:`points_inside_mesh`, whose bool
+output cannot be NaN, raises ``ValueError`` naming ``verts`` and the mesh.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 import torch
+import torch.nn.functional as F
+
+from handgeom._checks import Checker, finite_items
 
 __all__ = ["MeshBVH", "points_inside_mesh", "ray_mesh_intersect", "signed_distance", "penetration_loss"]
 
@@ -19,34 +36,88 @@ class MeshBVH:
     """A bounding volume hierarchy over each mesh of a batch.
 
     Args:
-        verts: ``[B, V, 3]`` float32/float64 (not differentiated through the tree).
+        verts: ``[B, V, 3]`` float32/float64 (not differentiated through the tree). Non-finite
+            vertices are allowed: such a mesh (``finite[b]`` false) is stored as a point at the
+            origin, and the queries answer NaN for it (see the module docstring).
         faces: ``[F, 3]`` shared or ``[B, F, 3]``, int64/int32, entries in ``[0, V)``.
 
     The tree orders each mesh's faces by top-down median splits along the widest axis of their
     centroids, halving down to leaves of at most 4 faces; :meth:`refit` recomputes the boxes for
     moved vertices keeping that order (cheaper than a rebuild, and exact: only traversal speed
-    depends on the order).
+    depends on the order). It stores each mesh times ``scale[b]`` (a power of two; see the module
+    docstring).
+
+    A query given ``bvh=`` answers for the BVH's meshes: its ``verts`` must hold the vertices the
+    BVH was built from or last refit with (compared value by value, NaN equal to NaN; not under
+    torch.compile, which traces no data-dependent check), or be None (no gradient then); other
+    vertices are a ``ValueError``. Its ``faces`` are not read.
     """
 
     def __init__(self, verts: torch.Tensor, faces: torch.Tensor):
         self.faces = faces
-        self.order, self.tris, self.boxes = torch.ops.handgeom.mesh_bvh(verts.detach(), faces, None)
+        self._fit(Checker("MeshBVH"), verts, None)
+        self.verts = self.verts.clone()  # what the queries compare their verts with
 
     def refit(self, verts: torch.Tensor) -> "MeshBVH":
         """The same meshes with new vertex positions (same topology); returns self."""
-        self.order, self.tris, self.boxes = torch.ops.handgeom.mesh_bvh(verts.detach(), self.faces, self.order)
+        self._fit(Checker("MeshBVH.refit"), verts, self.order)
+        self.verts = self.verts.clone()
         return self
 
     @property
     def tensors(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         return self.order, self.tris, self.boxes
 
+    @property
+    def poison(self) -> torch.Tensor:
+        """``[B]``: 0 for a finite mesh, NaN for a mesh with a non-finite vertex (added to results)."""
+        return torch.zeros_like(self.scale).masked_fill(~self.finite, math.nan)
 
-def _bvh(verts: torch.Tensor, faces: torch.Tensor, bvh: MeshBVH | None) -> MeshBVH:
-    return MeshBVH(verts, faces) if bvh is None else bvh
+    def unit(self, x: torch.Tensor) -> torch.Tensor:
+        """Points ``[B, N, 3]`` in the frame of the stored (scaled) meshes."""
+        return x * self.scale[:, None, None]
+
+    def _fit(self, ck: Checker, verts: torch.Tensor, order: torch.Tensor | None) -> None:
+        verts = ck.tensor(verts, "verts", ("B", "V", 3)).detach()
+        finite = finite_items(verts)
+        scale = _power_of_two_scale(torch.where(finite[:, None, None], verts, 0))
+        unit = torch.where(finite[:, None, None], verts * scale[:, None, None], 0)
+        self.order, self.tris, self.boxes = torch.ops.handgeom.mesh_bvh(unit, self.faces, order)
+        self.verts, self.finite, self.scale = verts, finite, scale
+
+    def _own(self, ck: Checker, verts: torch.Tensor | None) -> torch.Tensor:
+        """The vertices a query with this BVH measures: its own, given as ``verts`` or None."""
+        mine = ck.tensor(self.verts, "verts", ("B", "V", 3))  # binds B for the other arguments
+        if verts is None:
+            return mine
+        ck.tensor(verts, "verts", ("B", "V", 3), like=mine)
+        v = verts.detach()
+        if not torch.compiler.is_compiling() and not bool(((v == mine) | (v.isnan() & mine.isnan())).all()):
+            ck.fail("verts must hold the vertices the BVH was built from or last refit with, or be None: refit "
+                    "the BVH (bvh.refit(verts)) after moving the vertices")
+        return verts
+
+    @classmethod
+    def _of(cls, ck: Checker, verts: torch.Tensor | None, faces: torch.Tensor,
+            bvh: "MeshBVH | None") -> tuple["MeshBVH", torch.Tensor]:
+        """The BVH a query traverses (built here unless given) and the vertices it differentiates."""
+        if bvh is not None:
+            return bvh, bvh._own(ck, verts)
+        mesh = cls.__new__(cls)
+        mesh.faces = faces
+        mesh._fit(ck, verts, None)
+        return mesh, verts
 
 
-def points_inside_mesh(points: torch.Tensor, verts: torch.Tensor, faces: torch.Tensor, n_rays: int = 1,
+def _power_of_two_scale(verts: torch.Tensor) -> torch.Tensor:
+    """``[B]``: ``2^-e`` with ``2^(e-1) <= max |coordinate| < 2^e`` per mesh (1 for an empty or
+    all-zero mesh), ``e`` clamped to keep the scale a normal number of the dtype."""
+    largest = F.pad(verts.abs().flatten(1), (0, 1)).amax(1)
+    limit = -math.log2(torch.finfo(verts.dtype).tiny)
+    return torch.exp2(-torch.frexp(largest).exponent.clamp(-limit, limit).to(verts.dtype))
+
+
+def points_inside_mesh(points: torch.Tensor, verts: torch.Tensor | None, faces: torch.Tensor, n_rays: int = 1,
                        bvh: MeshBVH | None = None) -> torch.Tensor:
     """Whether each point is inside its mesh, by ray casting: ``[B, N] bool``.
 
@@ -57,30 +128,40 @@ def points_inside_mesh(points: torch.Tensor, verts: torch.Tensor, faces: torch.T
     orientation; ``n_rays`` (odd, up to 9) fixed directions vote for meshes with holes.
     Nested shells count by winding: a cavity bounded by an inward-facing shell is outside, and
     duplicated opposite faces cancel. Points exactly on the surface get a deterministic answer
-    (the fill rule's). NaN points are outside.
+    (the fill rule's). NaN points are outside; a mesh with a non-finite vertex is a ``ValueError``
+    (a bool cannot be NaN; see the module docstring).
 
     Args:
         points: ``[B, N, 3]``, same dtype and device as ``verts``.
-        verts, faces: the meshes (see the module docstring); ignored when ``bvh`` is given.
+        verts, faces: the meshes (see the module docstring); with ``bvh``, see :class:`MeshBVH`.
     """
-    order, tris, boxes = _bvh(verts, faces, bvh).tensors
-    return torch.ops.handgeom.mesh_inside(points.detach(), order, tris, boxes, n_rays)
+    ck = Checker("points_inside_mesh")
+    mesh, _ = MeshBVH._of(ck, verts, faces, bvh)
+    ck.finite(mesh.finite, "verts", "mesh")
+    points = ck.tensor(points, "points", ("B", None, 3), like=mesh.verts)
+    return torch.ops.handgeom.mesh_inside(mesh.unit(points.detach()), *mesh.tensors, n_rays)
 
 
-def ray_mesh_intersect(origins: torch.Tensor, dirs: torch.Tensor, verts: torch.Tensor, faces: torch.Tensor,
+def ray_mesh_intersect(origins: torch.Tensor, dirs: torch.Tensor, verts: torch.Tensor | None, faces: torch.Tensor,
                        bvh: MeshBVH | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """First hit of each ray ``origins + t dirs``, ``t > 0``: ``(t [B,R], face [B,R], bary [B,R,3])``.
 
     ``t`` is in units of ``dirs`` (need not be unit length); a miss gives ``t = inf``, face -1 and
     zero barycentric weights; equal ``t`` goes to the lower BVH slot. Hits are found with the
     same watertight test as :func:`points_inside_mesh`, so rays through edges or vertices never
-    slip through a closed mesh. A zero direction misses. Not differentiable.
+    slip through a closed mesh. A zero direction misses. A mesh with a non-finite vertex gives
+    ``t`` and weights NaN and face -1. Not differentiable.
     """
-    order, tris, boxes = _bvh(verts, faces, bvh).tensors
-    return torch.ops.handgeom.mesh_ray_hit(origins.detach(), dirs.detach(), order, tris, boxes)
+    ck = Checker("ray_mesh_intersect")
+    mesh, _ = MeshBVH._of(ck, verts, faces, bvh)
+    origins = ck.tensor(origins, "origins", ("B", "R", 3), like=mesh.verts)
+    dirs = ck.tensor(dirs, "dirs", ("B", "R", 3), like=mesh.verts)
+    t, face, bary = torch.ops.handgeom.mesh_ray_hit(mesh.unit(origins.detach()), dirs.detach(), *mesh.tensors)
+    poison = mesh.poison[:, None]
+    return t / mesh.scale[:, None] + poison, torch.where(mesh.finite[:, None], face, -1), bary + poison[..., None]
 
 
-def signed_distance(points: torch.Tensor, verts: torch.Tensor, faces: torch.Tensor,
+def signed_distance(points: torch.Tensor, verts: torch.Tensor | None, faces: torch.Tensor,
                     bvh: MeshBVH | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Signed distance to each mesh, negative inside: ``(sdf [B,N], face [B,N], closest [B,N,3])``.
 
@@ -91,13 +172,20 @@ def signed_distance(points: torch.Tensor, verts: torch.Tensor, faces: torch.Tens
     d sdf/dv_i = -s w_i (p-q)/|p-q| with q the closest point, w its barycentric weights, s the
     sign; no gradient through the choice of face; 0 on the surface). On CPU the vertex gradient
     is accumulated per mesh in a fixed order (deterministic); on CUDA with atomics. An empty mesh
-    gives +inf and face -1; a NaN point gives NaN.
+    gives +inf and face -1; a NaN point gives NaN (gradient 0); a mesh with a non-finite vertex gives
+    NaN distances and closest points (gradient 0) and face -1.
     """
-    mesh = _bvh(verts, faces, bvh)
-    return torch.ops.handgeom.mesh_signed_distance(points, verts, mesh.faces, *mesh.tensors)
+    ck = Checker("signed_distance")
+    mesh, verts = MeshBVH._of(ck, verts, faces, bvh)
+    points = ck.tensor(points, "points", ("B", None, 3), like=verts)
+    scale, poison = mesh.scale[:, None], mesh.poison[:, None]
+    sdf, face, closest = torch.ops.handgeom.mesh_signed_distance(mesh.unit(points), mesh.unit(verts), mesh.faces,
+                                                                 *mesh.tensors)
+    return (sdf / scale + poison, torch.where(mesh.finite[:, None], face, -1),
+            closest / scale[..., None] + poison[..., None])
 
 
-def penetration_loss(points: torch.Tensor, verts: torch.Tensor, faces: torch.Tensor,
+def penetration_loss(points: torch.Tensor, verts: torch.Tensor | None, faces: torch.Tensor,
                      reduction: Literal["sum", "mean", "none"] = "sum", squared: bool = False,
                      bvh: MeshBVH | None = None) -> torch.Tensor:
     """Penetration of points into meshes: ``max(-sdf, 0)`` (``squared``: its square) per point.
@@ -105,14 +193,21 @@ def penetration_loss(points: torch.Tensor, verts: torch.Tensor, faces: torch.Ten
     The hand-object physical constraint (hand vertices as ``points``, the object as the mesh);
     between two hands it penalizes interpenetration. Fused: the inside test runs first and the
     closest-point search only for points inside. Reduced over all points by ``"sum"`` (default)
-    or ``"mean"``; ``"none"`` returns ``[B, N]``. Gradients reach ``points`` and ``verts`` as in
-    :func:`signed_distance`. NaN points give NaN.
+    or ``"mean"`` (0 for no point); ``"none"`` returns ``[B, N]``. Gradients reach ``points`` and
+    ``verts`` as in :func:`signed_distance`. NaN points give NaN, and so does every point of a
+    mesh with a non-finite vertex (gradient 0): the NaN reaches the reduced loss.
     """
-    if reduction not in ("sum", "mean", "none"):
-        raise ValueError(f"penetration_loss: reduction must be 'sum', 'mean' or 'none', got {reduction!r}")
-    mesh = _bvh(verts, faces, bvh)
-    loss, _ = torch.ops.handgeom.mesh_penetration(points, verts, mesh.faces, *mesh.tensors, squared)
-    return loss.sum() if reduction == "sum" else loss.mean() if reduction == "mean" else loss
+    ck = Checker("penetration_loss")
+    ck.choice(reduction, "reduction", ("sum", "mean", "none"))
+    mesh, verts = MeshBVH._of(ck, verts, faces, bvh)
+    points = ck.tensor(points, "points", ("B", None, 3), like=verts)
+    loss, _ = torch.ops.handgeom.mesh_penetration(mesh.unit(points), mesh.unit(verts), mesh.faces, *mesh.tensors,
+                                                  squared)
+    scale = mesh.scale[:, None]
+    loss = (loss / scale / scale if squared else loss / scale) + mesh.poison[:, None]
+    if reduction == "none":
+        return loss
+    return loss.sum() if reduction == "sum" or loss.numel() == 0 else loss.mean()
 
 
 # ---- fake tensors and autograd -------------------------------------------------------------------

@@ -7,6 +7,8 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
+from handgeom._checks import Checker
+
 __all__ = ["bone_plane_projection", "sample_joint_features"]
 
 Profile = Literal["hard", "gaussian"]
@@ -40,12 +42,13 @@ def bone_plane_projection(
         joint_uv: ``[B, J, 2]`` float32/float64, joint positions in normalized image
             coordinates (u, v) = (x, y) in [-1, 1]: pixel coordinates are ``(u+1)/2*W`` and
             ``(v+1)/2*H``; pixel (row i, col j) has its centre at (j + 0.5, i + 0.5), as in
-            ``grid_sample(align_corners=False)``. Joints outside the image are allowed. Must be
-            finite.
-        joint_feat: ``[B, J, C]``, same dtype and device as ``joint_uv``.
+            ``grid_sample(align_corners=False)``. Joints outside the image are allowed, up to
+            ``|u|, |v| <= 2^20`` (finite; beyond, the float32 pixel geometry would overflow).
+        joint_feat: ``[B, J, C]``, same dtype and device as ``joint_uv``. Pixels outside every
+            bone's mask are 0 whatever the features, NaN included; inside, NaN features give NaN.
         bones: ``[P, 2]`` integer (parent, child) joint indices in ``[0, J)``; parent == child
             is a single joint (a point plane).
-        size: output ``(H, W)`` or ``S`` for ``(S, S)``.
+        size: output ``(H, W)`` or ``S`` for ``(S, S)``, integers.
         radius: mask radius in pixels (hard profile).
         profile: ``"hard"`` or ``"gaussian"``.
         sigma: Gaussian width in pixels; defaults to ``radius``.
@@ -59,23 +62,46 @@ def bone_plane_projection(
     within the mask's reach of each bone and allocates no ``[B, H*W, P, C]`` intermediate.
     Backward is a deterministic gather on both devices (no atomics).
     """
-    height, width = (size, size) if isinstance(size, int) else size
-    if profile not in ("hard", "gaussian"):
-        raise ValueError(f"bone_plane_projection: profile must be 'hard' or 'gaussian', got {profile!r}")
+    ck = Checker("bone_plane_projection")
+    height, width = _size(ck, size)
+    ck.choice(profile, "profile", ("hard", "gaussian"))
     if not isinstance(bones, torch.Tensor):
         bones = torch.as_tensor(bones, device=joint_uv.device)
     if bones.dtype in (torch.int32, torch.int16, torch.int8, torch.uint8):
         bones = bones.long()
-    sigma = float(radius if sigma is None else sigma)
-    return torch.ops.handgeom.bone_plane_projection(
-        joint_uv, joint_feat, bones, int(height), int(width), float(radius), profile, sigma
-    )
+    radius = ck.real(radius, "radius")  # a number here; positive: the op checks
+    sigma = radius if sigma is None else ck.real(sigma, "sigma")
+    return torch.ops.handgeom.bone_plane_projection(joint_uv, joint_feat, bones, height, width, radius, profile, sigma)
+
+
+def _size(ck: Checker, size) -> tuple[int, int]:
+    """``size`` as ``(H, W)``: an integer S for ``(S, S)``, or a pair of integers."""
+    if isinstance(size, (tuple, list, torch.Size)):
+        if len(size) != 2:
+            ck.fail(f"size must be an integer or a pair (H, W), got {tuple(size)}")
+        return ck.integer(size[0], "size[0]"), ck.integer(size[1], "size[1]")
+    side = ck.integer(size, "size")
+    return side, side
 
 
 @torch.library.register_fake("handgeom::bone_plane_projection")
 def _projection_fake(joint_uv, joint_feat, bones, height, width, radius, profile, sigma):
-    batch, channels, planes = joint_uv.shape[0], joint_feat.shape[2], bones.shape[0]
-    return joint_uv.new_empty((batch, planes * channels, height, width))
+    # The shape and option checks of csrc/projection/projection.cpp (not the value checks: fake
+    # tensors have no values), so that a compiled graph fails where the eager op would.
+    ck = Checker("bone_plane_projection")
+    ck.tensor(joint_uv, "joint_uv", ("B", "J", 2))
+    ck.tensor(joint_feat, "joint_feat", ("B", "J", None), like=joint_uv)
+    ck.tensor(bones, "bones", (None, 2), kind=None)
+    if bones.dtype != torch.long or bones.device != joint_uv.device:
+        ck.fail(f"bones must be int64 on the device of joint_uv, got {bones.dtype} on {bones.device}", TypeError)
+    if not (1 <= height <= 1 << 20 and 1 <= width <= 1 << 20):
+        ck.fail(f"size must lie in [1, 1048576], got ({height}, {width})")
+    ck.real(radius, "radius", positive=True)
+    ck.choice(profile, "profile", ("hard", "gaussian"))
+    if profile == "gaussian":
+        ck.real(sigma, "sigma", positive=True)
+    channels, planes = joint_feat.shape[2], bones.shape[0]
+    return joint_uv.new_empty((joint_uv.shape[0], planes * channels, height, width))
 
 
 @torch.library.register_fake("handgeom::bone_plane_projection_backward")
@@ -115,18 +141,13 @@ def sample_joint_features(feat: torch.Tensor, joint_uv: torch.Tensor) -> torch.T
 
     This is ``torch.nn.functional.grid_sample``: for J = 21-42 joints the work is a few
     thousand bilinear taps, and the measured cost is grid_sample's fixed overhead
-    (benchmarks/bench_projection.py), which a fused kernel would not remove.
+    (benchmarks/bench_projection.py), which a fused kernel would not remove. ``feat`` must be
+    floating point with ``H, W >= 1``; NaN joints give NaN features.
     """
-    if feat.dim() != 4:
-        raise ValueError(f"sample_joint_features: feat must have shape [B, C, H, W], got {list(feat.shape)}")
-    if joint_uv.dim() != 3 or joint_uv.shape[2] != 2 or joint_uv.shape[0] != feat.shape[0]:
-        raise ValueError(
-            f"sample_joint_features: joint_uv must have shape [{feat.shape[0]}, J, 2], got {list(joint_uv.shape)}"
-        )
-    if joint_uv.dtype != feat.dtype or joint_uv.device != feat.device:
-        raise ValueError(
-            "sample_joint_features: joint_uv must match feat's dtype and device "
-            f"({feat.dtype}, {feat.device}), got ({joint_uv.dtype}, {joint_uv.device})"
-        )
+    ck = Checker("sample_joint_features")
+    ck.tensor(feat, "feat", ("B", "C", "H", "W"))
+    if feat.shape[2] == 0 or feat.shape[3] == 0:
+        ck.fail(f"feat must have H, W >= 1, got [B, C, H, W] = {list(feat.shape)}")
+    ck.tensor(joint_uv, "joint_uv", ("B", "J", 2), like=feat)
     sampled = F.grid_sample(feat, joint_uv.unsqueeze(2), mode="bilinear", padding_mode="zeros", align_corners=False)
     return sampled.squeeze(3).transpose(1, 2)

@@ -262,6 +262,8 @@ class InteractingHandsNet(nn.Module):
         dtype = self.mean.dtype
         if images.dtype != dtype and not torch.is_autocast_enabled(images.device.type):
             raise TypeError(f"{where}: images must have the network's dtype {dtype}, got {images.dtype}")
+        if not bool(torch.isfinite(images).all()):
+            raise ValueError(f"{where}: images must be finite (in [0, 1])")
         h, w = images.shape[-2:]
         if h % 32 or w % 32 or min(h, w) < 32:
             raise ValueError(f"{where}: images must be at least 32 pixels and a multiple of 32 (the backbone's "

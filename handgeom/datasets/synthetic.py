@@ -319,9 +319,8 @@ class SyntheticInteractingHands(_Scenes):
     degrees), seen by a camera within 75 degrees of the front with its roll within 25 degrees of
     upright. With ``arrangement="random"`` both hands and the camera are uniformly random over
     SO(3), a harder task: without the body's frame, which hand is which can only be told from its
-    chirality. The left hand
-    approaches the right along its direction (its centre offset sideways by up to
-    ``lateral`` metres) and stops where the two surfaces first stop intersecting: the smallest
+    chirality. The left hand approaches the right along its direction (its centre offset sideways
+    by up to ``lateral`` metres) and stops where the two surfaces first stop intersecting: the smallest
     shift after which no vertex or face point of either hand is inside the other by the exact
     inside test (computed exactly by :func:`_separation`, plus 0.1 mm). Then, with probability ``contact``, it
     moves on by a gap of at most 1 cm (``near_gap``), else by 1 to 8 cm (``far_gap``). The remaining
@@ -345,7 +344,7 @@ class SyntheticInteractingHands(_Scenes):
 
     def camera(self, g: torch.Generator) -> torch.Tensor:
         if self.arrangement == "random":
-            return _rotation(g)
+            return super().camera(g)
         # a camera of a dome in front of the person, looking at the hands, its roll within 25 degrees of upright
         z = -_cone(g, FORWARD, 75.0)
         y = torch.nn.functional.normalize(DOWN - (DOWN @ z) * z, dim=0)

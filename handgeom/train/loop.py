@@ -164,10 +164,8 @@ def train(system: System, preset: str, data: str, out: Path, steps: int | None =
     ckpt_path = out / CHECKPOINT
     state = None
     if resume:  # the run's own settings, from its checkpoint
-        if not ckpt_path.is_file():
-            raise TrainError(f"--resume: no checkpoint at {ckpt_path}")
-        state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-        if (state["system"], state["preset"], state["data"]) != (system.name, preset, data):
+        state = _read(ckpt_path, "checkpoint", "--resume: ")
+        if (state.get("system"), state.get("preset"), state.get("data")) != (system.name, preset, data):
             raise TrainError(f"--resume: {ckpt_path} is a {state['system']} {state['preset']} run on {state['data']}, "
                              f"not {system.name} {preset} on {data}")
         config = TrainConfig(**state["config"])
@@ -273,16 +271,25 @@ def _save(path: Path, system: System, preset: str, config: TrainConfig, model: n
     tmp.replace(path)
 
 
-def _weights(system: System, path: Path) -> dict[str, torch.Tensor]:
-    """The float32 state dict of a checkpoint of ``system`` or of its shipped weights (``--init``)."""
+def _read(path: Path, what: str, flag: str = "") -> dict:
+    """A dict written by ``torch.save`` (a checkpoint or shipped weights), on the CPU; a missing,
+    unreadable or foreign file is a one-line :class:`TrainError` (prefixed by ``flag``)."""
+    path = Path(path)
     if not path.is_file():
-        raise TrainError(f"--init: no weights at {path}")
+        raise TrainError(f"{flag}no {what} at {path}")
     try:
         state = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as error:  # a truncated or foreign file: torch raises several kinds
-        raise TrainError(f"--init: {path} is not readable ({type(error).__name__})") from None
-    record = state.get("record", state) if isinstance(state, dict) else {}
-    weights = state.get("model", state.get("state_dict")) if isinstance(state, dict) else None
+        raise TrainError(f"{flag}{path}: not a readable {what} ({type(error).__name__})") from None
+    if not isinstance(state, dict):
+        raise TrainError(f"{flag}{path}: not a {what}")
+    return state
+
+
+def _weights(system: System, path: Path) -> dict[str, torch.Tensor]:
+    """The float32 state dict of a checkpoint of ``system`` or of its shipped weights (``--init``)."""
+    state = _read(path, "weights", "--init: ")
+    record, weights = state.get("record", state), state.get("model", state.get("state_dict"))
     if record.get("system") != system.name or weights is None:
         raise TrainError(f"--init: {path} holds no {system.name} weights")
     return {k: v.float() if v.is_floating_point() else v for k, v in weights.items()}
@@ -290,14 +297,8 @@ def _weights(system: System, path: Path) -> dict[str, torch.Tensor]:
 
 def load_checkpoint(system: System, path: Path, device: str = "cpu") -> tuple[nn.Module, TrainConfig, dict]:
     """The model of a checkpoint written by :func:`train`, in eval mode, with its config and state."""
-    path = Path(path)
-    if not path.is_file():
-        raise TrainError(f"no checkpoint at {path}")
-    try:
-        state = torch.load(path, map_location=device, weights_only=False)
-    except Exception as error:  # a truncated or foreign file: torch raises several kinds
-        raise TrainError(f"{path}: not a readable checkpoint ({type(error).__name__})") from None
-    if not isinstance(state, dict) or state.get("system") != system.name:
+    state = _read(path, "checkpoint")
+    if state.get("system") != system.name:
         raise TrainError(f"{path}: not a {system.name} checkpoint")
     config = TrainConfig(**state["config"])
     model = system.build_model(config).to(device)
@@ -332,9 +333,7 @@ def export_weights(checkpoint: Path, path: Path, half: bool = True, held_out: di
     ``half``; loaded back as float32) and its training record (system, preset, steps, data and
     seed, training time, the final evaluation, and ``held_out``: the metrics of ``handgeom eval``,
     when given). ``system``: the name the checkpoint must have. Returns the record."""
-    if not Path(checkpoint).is_file():
-        raise TrainError(f"no checkpoint at {checkpoint}")
-    state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    state = _read(checkpoint, "checkpoint")
     if system is not None and state.get("system") != system:
         raise TrainError(f"{checkpoint}: not a {system} checkpoint")
     final = state.get("final") or {}

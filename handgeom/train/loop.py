@@ -166,7 +166,7 @@ def train(system: System, preset: str, data: str, out: Path, steps: int | None =
     if resume:  # the run's own settings, from its checkpoint
         state = _read(ckpt_path, "checkpoint", "--resume: ")
         if (state.get("system"), state.get("preset"), state.get("data")) != (system.name, preset, data):
-            raise TrainError(f"--resume: {ckpt_path} is a {state['system']} {state['preset']} run on {state['data']}, "
+            raise TrainError(f"--resume: {ckpt_path} is a {state.get('system')} {state.get('preset')} run on {state.get('data')}, "
                              f"not {system.name} {preset} on {data}")
         config = TrainConfig(**state["config"])
         asked = {"--steps": (steps, config.steps), "--batch": (batch, config.batch), "--lr": (lr, config.lr)}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -57,25 +58,41 @@ def rotation_matrix(rot: torch.Tensor, batch_dims: int | None = None) -> torch.T
     raise ValueError(f"rotation must be axis-angle [..., 3], 6D [..., 6] or [..., 3, 3], got {list(rot.shape)}")
 
 
-def _elementary(angle: torch.Tensor, axis: int) -> torch.Tensor:
-    """Rotation by ``angle`` about coordinate axis ``axis``, ``[...] -> [..., 3, 3]``."""
-    c, s = torch.cos(angle), torch.sin(angle)
-    one, zero = torch.ones_like(c), torch.zeros_like(c)
+def _elementary_layout(axis: int) -> tuple[int, ...]:
+    """Where each of the 9 entries of a rotation about ``axis`` comes from in ``(cos, -sin, sin, 1, 0)``."""
     i, j = [(1, 2), (2, 0), (0, 1)][axis]
-    m = [[one if r == col else zero for col in range(3)] for r in range(3)]
-    m[i][i], m[i][j], m[j][i], m[j][j] = c, -s, s, c
-    return torch.stack([torch.stack(row, -1) for row in m], -2)
+    m = [[3 if r == col else 4 for col in range(3)] for r in range(3)]
+    m[i][i], m[i][j], m[j][i], m[j][j] = 0, 1, 2, 0
+    return tuple(v for row in m for v in row)
 
 
+_ELEMENTARY = [_elementary_layout(axis) for axis in range(3)]
+
+
+def _elementary(angle: torch.Tensor, axis: int) -> torch.Tensor:
+    """Rotation by ``angle`` about coordinate axis ``axis``, ``[...] -> [..., 3, 3]`` (one gather
+    from the five distinct entries: the hand model builds 8 of these per evaluation)."""
+    c, s = torch.cos(angle), torch.sin(angle)
+    entries = torch.stack([c, -s, s, torch.ones_like(c), torch.zeros_like(c)], -1)
+    return entries[..., _ELEMENTARY[axis]].unflatten(-1, (3, 3))
+
+
+@functools.lru_cache(maxsize=None)
 def _rest_chain_frames(dtype, device) -> torch.Tensor:
-    """[5, 3, 3]: the rest frame of each finger's chain base, columns (x, y = bone, z = dorsal)."""
+    """[5, 3, 3]: the rest frame of each finger's chain base, columns (x, y = bone, z = dorsal);
+    a constant, made once per dtype and device (outside inference mode, so that autograd may use it)."""
+    with torch.inference_mode(False):
+        return _make_rest_chain_frames().to(dtype=dtype, device=device)
+
+
+def _make_rest_chain_frames() -> torch.Tensor:
     deg = math.pi / 180
     spread = torch.tensor([40.0, 15.0, 0.0, -14.0, -28.0], dtype=torch.float64) * deg
     frames = _radial(spread)  # fingers: turned radially about the dorsal axis
     # thumb: also tilted 15 deg palmar and pronated 70 deg about its own axis
     tilt_pronate = torch.tensor([-15.0, 70.0], dtype=torch.float64) * deg
     frames[0] = frames[0] @ _elementary(tilt_pronate[0], 0) @ _elementary(tilt_pronate[1], 1)
-    return frames.to(dtype=dtype, device=device)
+    return frames
 
 
 def _radial(angle: torch.Tensor) -> torch.Tensor:

@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from handgeom._checks import Checker
 from handgeom.hand import HandModel, HandParams
 from handgeom.hand.skeleton import BONES, DEFAULT_BONE_LENGTHS
 from handgeom.models.backbone import ResNet, conv_bn_relu, norm2d
@@ -251,23 +252,19 @@ class InteractingHandsNet(nn.Module):
         return net.eval().to(device)
 
     def _check(self, images: torch.Tensor) -> None:
-        where = "InteractingHandsNet"
-        if not isinstance(images, torch.Tensor):
-            raise TypeError(f"{where}: images must be a tensor [B, 3, H, W], got {type(images).__name__}")
-        if images.dim() != 4 or images.shape[1] != 3:
-            raise ValueError(f"{where}: images must have shape [B, 3, H, W], got {list(images.shape)}")
+        ck = Checker("InteractingHandsNet")
+        ck.tensor(images, "images", ("B", 3, "H", "W"), kind=None)
         if not images.is_floating_point():
-            raise TypeError(f"{where}: images must be floating point in [0, 1] (uint8 images: divide by 255), "
-                            f"got {images.dtype}")
-        dtype = self.mean.dtype
-        if images.dtype != dtype and not torch.is_autocast_enabled(images.device.type):
-            raise TypeError(f"{where}: images must have the network's dtype {dtype}, got {images.dtype}")
+            ck.fail(f"images must be floating point in [0, 1] (uint8 images: divide by 255), got {images.dtype}",
+                    TypeError)
+        if images.dtype != self.mean.dtype and not torch.is_autocast_enabled(images.device.type):
+            ck.fail(f"images must have the network's dtype {self.mean.dtype}, got {images.dtype}", TypeError)
         if not bool(torch.isfinite(images).all()):
-            raise ValueError(f"{where}: images must be finite (in [0, 1])")
+            ck.fail("images must be finite (in [0, 1])")
         h, w = images.shape[-2:]
         if h % 32 or w % 32 or min(h, w) < 32:
-            raise ValueError(f"{where}: images must be at least 32 pixels and a multiple of 32 (the backbone's "
-                             f"stride) on each side, got {h}x{w} (this network was built for {self.image_size})")
+            ck.fail(f"images must be at least 32 pixels and a multiple of 32 (the backbone's stride) on each side, "
+                    f"got {h}x{w} (this network was built for {self.image_size})")
 
     def hand_output(self, raw: torch.Tensor, offset: torch.Tensor) -> dict:
         """Decodes ``raw [B, 2, 50]`` parameter vectors and the normalized ``offset [B, 3]``."""
@@ -284,7 +281,7 @@ class InteractingHandsNet(nn.Module):
             out["joints"].append(hand.joints)
             out["verts"].append(hand.verts)
         out["joints"], out["verts"] = torch.stack(out["joints"], 1), torch.stack(out["verts"], 1)
-        camera = torch.cat([raw[..., -CAMERA:][..., :1].exp(), raw[..., -2:]], -1)  # a positive scale
+        camera = torch.cat([raw[..., -CAMERA:-2].exp(), raw[..., -2:]], -1)  # (s, tx, ty), a positive scale
         out["camera"] = camera
         project = lambda x: camera[:, :, None, :1] * x[..., :2] + camera[:, :, None, 1:]  # weak perspective
         out["joints_uv"], out["verts_uv"] = project(out["joints"]), project(out["verts"])

@@ -1,5 +1,6 @@
-"""handgeom's command line: ``handgeom demo`` (the main job: two interpenetrating hands,
-resolved), ``handgeom train SYSTEM`` and ``handgeom eval SYSTEM CKPT`` (the networks of the
+"""handgeom's command line: ``handgeom demo`` (the main job: from an image to two
+intersection-free hands), ``handgeom reconstruct IMAGE...`` (two hands from each of your crops),
+``handgeom train SYSTEM`` and ``handgeom eval SYSTEM CKPT`` (the networks of the
 model layer, e.g. ``dir``), and ``handgeom bench`` (every op's benchmark from the source
 checkout's ``benchmarks/``, against its plain PyTorch formulation and the installed peer
 libraries).
@@ -20,8 +21,9 @@ from pathlib import Path
 import torch
 
 import handgeom
-from handgeom.demo import DEMO_STEPS, InputError, print_report, run
+from handgeom.demo import DEMO_SAMPLE, DEMO_SEED, DEMO_STEPS, InputError, print_report, run
 from handgeom.hand import TWO_HAND_PRESETS
+from handgeom.reconstruct import ImageError, reconstruct_images
 
 
 BENCHMARKS = ("bench_projection", "bench_edge_conv", "bench_occupancy", "bench_mesh", "bench_datasets")
@@ -57,6 +59,8 @@ def demo(args: argparse.Namespace) -> None:
     _check_device(device)
     if args.steps < 0:
         _fail(f"--steps must be >= 0, got {args.steps}")
+    if args.sample < 0:
+        _fail(f"--sample must be >= 0, got {args.sample}")
     try:
         args.out.mkdir(parents=True, exist_ok=True)
     except OSError as error:
@@ -66,10 +70,30 @@ def demo(args: argparse.Namespace) -> None:
           f"({info['threads']} CPU threads; CUDA kernels {'compiled for sm_' + info['cuda_archs'] if info['cuda'] else 'not built'}, "
           f"GPU {'present' if info['cuda_available'] else 'absent'})")
     try:
-        report = run(args.pose, args.steps, device, args.out, args.input)
+        report = run(args.image, args.sample, args.pose, args.input, args.steps, device, args.out)
     except InputError as error:
         _fail(f"--input {error}")
+    except ImageError as error:
+        _fail(f"--image {error}")
     print_report(report)
+
+
+def reconstruct_command(args: argparse.Namespace) -> None:
+    device = args.device or _default_device()
+    _check_device(device)
+    if args.batch < 1:
+        _fail(f"--batch must be >= 1, got {args.batch}")
+    try:
+        args.out.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        _fail(f"--out {args.out}: cannot make a directory there ({error.strerror or error})")
+    report = reconstruct_images(args.images, args.out, args.batch, device)
+    for path, message in report["failed"].items():
+        print(f"handgeom: skipped {message}", file=sys.stderr)
+    print(f"reconstructed {len(report['reconstructed'])} of {report['images']} images in {report['seconds']:.1f} s "
+          f"on {device}; wrote meshes, joints, metrics and overlays to {args.out}/ (summary: {args.out / 'report.json'})")
+    if report["failed"]:
+        sys.exit(1)
 
 
 def _loss_weights(text: str | None) -> dict[str, float]:
@@ -176,15 +200,25 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="handgeom", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
-    p_demo = commands.add_parser("demo", help="resolve the interpenetration of two hands (the main job)")
-    p_demo.add_argument("--pose", default="finger_grasp", choices=sorted(TWO_HAND_PRESETS),
-                        help="preset pair (default: finger_grasp, a fist closed around the other index finger)")
+    p_demo = commands.add_parser("demo", help="from an image to two intersection-free hands (the main job)")
+    source = p_demo.add_mutually_exclusive_group()
+    source.add_argument("--sample", type=int, default=DEMO_SAMPLE,
+                        help=f"index of the held-out synthetic image (SyntheticInteractingHands seed {DEMO_SEED}; "
+                        f"default: {DEMO_SAMPLE})")
+    source.add_argument("--image", type=Path, help="your own crop of two hands (PNG, JPEG, ...), instead of the sample")
+    source.add_argument("--pose", choices=sorted(TWO_HAND_PRESETS), help="a preset pair of hands, without an image")
+    source.add_argument("--input", type=Path, help="JSON or NPZ with right_joints and left_joints (21 x 3, metres, "
+                        "OpenPose joint order), e.g. another method's predictions; fitted by IK, without an image")
     p_demo.add_argument("--steps", type=int, default=DEMO_STEPS, help=f"optimization steps (default: {DEMO_STEPS})")
     p_demo.add_argument("--device", choices=["cpu", "cuda"], help="default: CUDA when available, else CPU")
     p_demo.add_argument("--out", type=Path, default=Path("demo_out"), help="output directory (default: demo_out)")
-    p_demo.add_argument("--input", type=Path, help="JSON or NPZ with right_joints and left_joints (21 x 3, metres, "
-                        "OpenPose joint order), e.g. another method's predictions; fitted by IK first")
     p_demo.set_defaults(run=demo)
+    p_rec = commands.add_parser("reconstruct", help="two hands from each of your images, with the shipped DIR network")
+    p_rec.add_argument("images", type=Path, nargs="+", help="crops of two interacting hands (PNG, JPEG, ...)")
+    p_rec.add_argument("--out", type=Path, default=Path("reconstruct_out"), help="output directory (default: reconstruct_out)")
+    p_rec.add_argument("--batch", type=int, default=8, help="images per network pass (default: 8)")
+    p_rec.add_argument("--device", choices=["cpu", "cuda"], help="default: CUDA when available, else CPU")
+    p_rec.set_defaults(run=reconstruct_command)
     from handgeom.train import SYSTEMS
 
     p_train = commands.add_parser("train", help="train a network of the model layer (e.g. dir)")

@@ -1,18 +1,23 @@
-"""The main job, ``handgeom demo``: two interpenetrating hands, measured, resolved, measured again.
+"""The main job, ``handgeom demo``: from an image to two intersection-free hands.
 
-1. A preset pair of interacting hands (or the user's two hands from ``--input``, fitted to the
-   hand model by IK) with the coarse hand model.
-2. Interpenetration, measured four ways: the exact ray-casting count of grid points inside both
-   hands (125k-point grid, as the interacting-hands evaluation), the intersection volume (1 mm
-   grid), the maximum penetration depth (either hand's vertices into the other), and the
-   occupancy-network count.
+1. Input: an image of two interacting hands, reconstructed by the shipped DIR network
+   (:meth:`InteractingHandsNet.pretrained`): by default a fixed held-out sample of
+   :class:`~handgeom.datasets.SyntheticInteractingHands` (seed ``DEMO_SEED``, index
+   ``DEMO_SAMPLE``) whose prediction interpenetrates, or a user's crop (``image``). Or hands
+   without an image: a preset pair (``pose``) or the user's joints (``input_file``, fitted to the
+   hand model by IK).
+2. Interpenetration measured four ways (:func:`handgeom.reconstruct.measure`: the exact
+   ray-casting count on a 125k-point grid, the volume on a 1 mm grid, the maximum penetration depth
+   and the occupancy-network count) and, where the ground truth is known, MPJPE and MRRPE.
 3. Resolution: Adam on both hands' pose (global rotation and translation offsets, joint angles
    kept within limits) minimizing the exact signed-distance penetration of each hand's vertices
-   and 4 points per face into the other mesh (both directions), the occupancy intersection loss at the mesh vertices,
-   and the squared joint displacement from the start.
-4. A before/after table, the time spent in each handgeom kernel, the meshes as
-   PLY and one PNG of both states rendered by handgeom's ray casting with the interpenetration
-   tinted red.
+   and 4 points per face into the other mesh (both directions), the occupancy intersection loss at
+   the mesh vertices, and the squared joint displacement from the start.
+4. A table with one row per state (the network's prediction, then the resolution), the time in
+   the network and in each handgeom kernel, the meshes as PLY, ``report.json`` and one figure,
+   ``demo.png``: the image with the predicted 2D skeletons and segmentation, the meshes rendered
+   from the camera over it, and the meshes before and after the resolution from a second viewpoint
+   with the interpenetration tinted red.
 """
 
 from __future__ import annotations
@@ -20,44 +25,33 @@ from __future__ import annotations
 import json
 import time
 import zipfile
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageDraw
 from tqdm import tqdm
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from handgeom.datasets import SyntheticInteractingHands
 from handgeom.hand import HandModel, HandParams, two_hand_preset
 from handgeom.hand.kinematics import axis_angle_to_matrix, rotation_matrix
 from handgeom.losses import intersection_loss
-from handgeom.metrics import count_intersections, count_intersections_occupancy, intersection_volume, penetration_depth
-from handgeom.models import HandOccupancyNet
+from handgeom.metrics import mpjpe
+from handgeom.models import HandOccupancyNet, InteractingHandsNet
 from handgeom.ops import penetration_loss
+from handgeom.reconstruct import BLUE, DISPLAY, RED, SKIN, Hands, draw_prediction, load_image, measure, pose_hands, predict
 from handgeom.viz import render_meshes
 
-SKIN, BLUE, RED = (0.85, 0.62, 0.48), (0.45, 0.6, 0.85), (0.9, 0.1, 0.1)
 INPUT_KEYS = ("right_joints", "left_joints")
 DEMO_STEPS = 150
+DEMO_SEED, DEMO_SAMPLE = 1, 44  # held out (training uses seed 0); a prediction that interpenetrates
 LR = {"rotation": 4e-3, "translation": 1e-3, "angles": 1e-2}  # Adam step sizes: rad, m, rad
 WEIGHTS = {"sdf": 1.0, "occupancy": 1e-3, "stay": 1000.0}  # stay: on the mean squared joint move, m^2
 
 
 class InputError(ValueError):
     """A ``--input`` file that cannot be used; the message is one line for the user."""
-
-
-@dataclass
-class Hands:
-    """Both hands of the demo: parameters and the posed meshes."""
-
-    right: HandParams
-    left: HandParams
-    right_joints: torch.Tensor  # [21, 3]
-    left_joints: torch.Tensor
-    right_verts: torch.Tensor  # [V, 3]
-    left_verts: torch.Tensor
 
 
 # What a hand in metres looks like: the diagonal of its joints' bounding box (a fist about 0.1 m,
@@ -112,25 +106,6 @@ def _hand_joints(path: Path, key: str, raw) -> torch.Tensor:
                          f"metres, which spans {HAND_SPAN[0]}-{HAND_SPAN[1]} m within {MAX_DISTANCE:g} m of the origin "
                          "(joints in millimetres? divide by 1000)")
     return value
-
-
-def pose_hands(models: tuple[HandModel, HandModel], right: HandParams, left: HandParams) -> Hands:
-    out_r, out_l = models[0](right), models[1](left)
-    return Hands(right, left, out_r.joints, out_l.joints, out_r.verts, out_l.verts)
-
-
-def measure(models: tuple[HandModel, HandModel], hands: Hands, net: HandOccupancyNet) -> dict[str, float]:
-    """The four interpenetration measures of one pair."""
-    faces_r, faces_l = models[0].faces, models[1].faces
-    vr, vl = hands.right_verts.detach()[None], hands.left_verts.detach()[None]
-    depth = torch.maximum(penetration_depth(vr, vl, faces_l), penetration_depth(vl, vr, faces_r))
-    return {
-        "count": int(count_intersections(vr, faces_r, vl, faces_l, resolution=50)),
-        "volume_cm3": float(intersection_volume(vr, faces_r, vl, faces_l, pitch=0.001)) * 1e6,
-        "depth_mm": float(depth) * 1e3,
-        "occupancy_count": int(count_intersections_occupancy(hands.left_joints.detach()[None],
-                                                             hands.right_joints.detach()[None], net=net)),
-    }
 
 
 # Barycentric coordinates of the surface samples inside each face: the centroid, and the
@@ -211,65 +186,125 @@ class KernelTimer(TorchDispatchMode):
         return result
 
 
-def render_pair(models: tuple[HandModel, HandModel], before: Hands, after: Hands, path: Path) -> None:
-    """Before | after, seen from the same oblique view, interpenetration tinted red."""
-    c, s = np.cos(0.5), np.sin(0.5)
-    view = np.array([[c, 0, s], [0, 1, 0], [-s, 0, c]]) @ np.array([[1, 0, 0], [0, np.cos(0.4), -np.sin(0.4)],
-                                                                      [0, np.sin(0.4), np.cos(0.4)]])
-    images = [render_meshes([(h.right_verts, models[0].faces, SKIN), (h.left_verts, models[1].faces, BLUE)],
-                            (360, 360), view=view, highlight=RED) for h in (before, after)]
-    Image.fromarray(np.concatenate([images[0], np.full_like(images[0][:, :8], 255), images[1]], 1)).save(path)
+def _rotation(axis: int, angle: float) -> np.ndarray:
+    c, s = np.cos(angle), np.sin(angle)
+    i, j = [k for k in range(3) if k != axis]
+    matrix = np.eye(3)
+    matrix[i, i], matrix[i, j], matrix[j, i], matrix[j, j] = c, -s, s, c
+    return matrix
 
 
-def run(pose: str = "finger_grasp", steps: int = DEMO_STEPS, device: str = "cpu", out: Path = Path("demo_out"),
-        input_file: Path | None = None, show_progress: bool = True) -> dict:
-    """Runs the demo and returns its report (also written to ``out/report.json``)."""
+# The second viewpoint of the before/after pictures (render_meshes' view: to a camera looking along
+# -z, y up): for hands in a camera frame (x right, y down, z forward) the camera's own view turned
+# 60 degrees about the vertical; for hands in a world frame (presets, --input), an oblique view.
+CAMERA_FRAME_VIEW = _rotation(1, np.radians(60)) @ np.diag([1.0, -1.0, -1.0])
+WORLD_FRAME_VIEW = _rotation(1, 0.5) @ _rotation(0, 0.4)
+
+
+def figure(models: tuple[HandModel, HandModel], before: Hands, after: Hands, panels: list[tuple[str, np.ndarray]],
+           view: np.ndarray) -> np.ndarray:
+    """``demo.png``: the given picture ``panels``, then before | after from ``view`` with the
+    interpenetration tinted, each under its caption; ``uint8 [H, W, 3]``."""
+    for name, hands in (("before: the prediction", before), ("after: resolved", after)):
+        meshes = [(hands.right_verts, models[0].faces, SKIN), (hands.left_verts, models[1].faces, BLUE)]
+        panels.append((name, render_meshes(meshes, (DISPLAY, DISPLAY), view=view, highlight=RED)))
+    caption, gap = 18, 8
+    canvas = Image.new("RGB", (len(panels) * (DISPLAY + gap) - gap, DISPLAY + caption), (255, 255, 255))
+    draw = ImageDraw.Draw(canvas)
+    for k, (name, picture) in enumerate(panels):
+        canvas.paste(Image.fromarray(picture), (k * (DISPLAY + gap), caption))
+        draw.text((k * (DISPLAY + gap) + 4, 3), name, fill=(0, 0, 0))
+    return np.asarray(canvas)
+
+
+def evaluate(models: tuple[HandModel, HandModel], hands: Hands, occupancy: HandOccupancyNet,
+             truth: torch.Tensor | None, start: Hands) -> dict[str, float]:
+    """:func:`measure`, the joints' motion from ``start`` (mm), and with the true joints
+    ``truth [2, 21, 3]``, the root-relative MPJPE (mean of both hands) and the MRRPE (error of the
+    right root relative to the left), in mm."""
+    joints = torch.stack([hands.right_joints, hands.left_joints]).detach()
+    row = measure(models, hands, occupancy)
+    row["moved_mm"] = float((joints - torch.stack([start.right_joints, start.left_joints])).norm(dim=-1).mean()) * 1e3
+    if truth is not None:
+        row["mpjpe_mm"] = float(mpjpe(joints - joints[:, :1], truth - truth[:, :1]).mean()) * 1e3
+        row["mrrpe_mm"] = float(((joints[0, 0] - joints[1, 0]) - (truth[0, 0] - truth[1, 0])).norm()) * 1e3
+    return row
+
+
+def run(image: Path | None = None, sample: int = DEMO_SAMPLE, pose: str | None = None, input_file: Path | None = None,
+        steps: int = DEMO_STEPS, device: str = "cpu", out: Path = Path("demo_out"), show_progress: bool = True) -> dict:
+    """Runs the demo on one input (``input_file``, else ``pose``, else ``image``, else the synthetic
+    ``sample``) and returns its report (also written to ``out/report.json``)."""
     started = time.perf_counter()
-    models = (HandModel("right").to(device), HandModel("left").to(device))
-    if input_file is not None:
-        right_joints, left_joints = load_input(input_file)
-        right = models[0].fit(right_joints.to(device, torch.float32))
-        left = models[1].fit(left_joints.to(device, torch.float32))
-        source = str(input_file)
+    occupancy = HandOccupancyNet.pretrained(device)
+    truth, panels, network_ms = None, [], None
+    if input_file is not None or pose is not None:
+        models = (HandModel("right").to(device), HandModel("left").to(device))
+        if input_file is not None:
+            right_joints, left_joints = load_input(input_file)
+            right = models[0].fit(right_joints.to(device, torch.float32))
+            left = models[1].fit(left_joints.to(device, torch.float32))
+            source = str(input_file)
+        else:
+            right, left = two_hand_preset(pose, device=device)
+            source = f"preset {pose!r}"
+        before, view = pose_hands(models, right, left), WORLD_FRAME_VIEW
     else:
-        right, left = two_hand_preset(pose, device=device)
-        source = f"preset {pose!r}"
-    net = HandOccupancyNet.pretrained(device)
-    before = pose_hands(models, right, left)
+        net = InteractingHandsNet.pretrained(device)
+        models = (net.hands[0], net.hands[1])
+        if image is not None:
+            picture, source = load_image(image, net.image_size).image, str(image)
+        else:
+            scene = SyntheticInteractingHands(sample + 1, net.image_size, seed=DEMO_SEED)[sample]
+            picture, truth = scene["image"], scene["joints_3d"].to(device)
+            source = f"SyntheticInteractingHands(seed={DEMO_SEED})[{sample}]"
     with KernelTimer() as timer:
-        measured_before = measure(models, before, net)
-        after = resolve(models, before, net, steps, WEIGHTS, show_progress)
-        measured_after = measure(models, after, net)
-    moved = (torch.stack([after.right_joints, after.left_joints]) - torch.stack([before.right_joints, before.left_joints]))
-    moved_mm = moved.norm(dim=-1) * 1e3
+        if input_file is None and pose is None:
+            tic = time.perf_counter()
+            prediction = predict(net, picture[None].to(device))[0]
+            network_ms = (time.perf_counter() - tic) * 1e3
+            before, view = prediction.hands, CAMERA_FRAME_VIEW
+            panels = list(zip(("input: 2D skeletons, segmentation", "meshes from the camera"),
+                              draw_prediction(picture, prediction, (models[0].faces.cpu(), models[1].faces.cpu()))))
+        rows = {"prediction" if network_ms is not None else "input": evaluate(models, before, occupancy, truth, before)}
+        after = resolve(models, before, occupancy, steps, WEIGHTS, show_progress)
+        rows["optimized (SDF + occupancy)"] = evaluate(models, after, occupancy, truth, before)
     out.mkdir(parents=True, exist_ok=True)
+    files = [out / "demo.png"]
+    Image.fromarray(figure(models, before, after, panels, view)).save(files[0])
     for name, hands in (("before", before), ("after", after)):
-        models[0].export(hands.right_verts.detach().cpu(), out / f"right_{name}.ply")
-        models[1].export(hands.left_verts.detach().cpu(), out / f"left_{name}.ply")
-    render_pair(models, before, after, out / "hands.png")
+        for side, model, verts in (("right", models[0], hands.right_verts), ("left", models[1], hands.left_verts)):
+            files.append(out / f"{side}_{name}.ply")
+            model.export(verts.detach().cpu(), files[-1])
+    first, *_, last = rows.values()
     report = {
-        "source": source, "device": device, "steps": steps, "before": measured_before, "after": measured_after,
-        "volume_reduction": 1 - measured_after["volume_cm3"] / max(measured_before["volume_cm3"], 1e-12),
-        "joint_moved_mean_mm": float(moved_mm.mean()), "joint_moved_max_mm": float(moved_mm.max()),
-        "kernel_ms": dict(sorted(timer.ms.items(), key=lambda kv: -kv[1])), "seconds": time.perf_counter() - started,
-        "files": sorted(str(p) for p in out.iterdir() if p.suffix in (".ply", ".png")),
+        "source": source, "device": device, "steps": steps, "rows": rows,
+        "volume_reduction": 1 - last["volume_cm3"] / max(first["volume_cm3"], 1e-12),
+        "network_ms": network_ms, "kernel_ms": dict(sorted(timer.ms.items(), key=lambda kv: -kv[1])),
+        "seconds": time.perf_counter() - started,
+        "files": [str(p) for p in files],
     }
     (out / "report.json").write_text(json.dumps(report, indent=2))
     return report
 
 
+COLUMNS = (("grid pts in both", "count", "{:d}"), ("volume cm^3", "volume_cm3", "{:.2f}"),
+           ("depth mm", "depth_mm", "{:.1f}"), ("occupancy pts", "occupancy_count", "{:d}"),
+           ("MPJPE mm", "mpjpe_mm", "{:.1f}"), ("MRRPE mm", "mrrpe_mm", "{:.1f}"), ("moved mm", "moved_mm", "{:.2f}"))
+
+
 def print_report(report: dict) -> None:
-    b, a = report["before"], report["after"]
-    rows = [("grid points inside both hands (125k grid)", "count", "{:d}"),
-            ("intersection volume, cm^3 (1 mm grid)", "volume_cm3", "{:.2f}"),
-            ("max penetration depth, mm", "depth_mm", "{:.1f}"),
-            ("occupancy-network count (125k grid)", "occupancy_count", "{:d}")]
-    width = max(len(r[0]) for r in rows)
-    print(f"\n{'':<{width}}  {'before':>9}  {'after':>9}")
-    for label, key, fmt in rows:
-        print(f"{label:<{width}}  {fmt.format(b[key]):>9}  {fmt.format(a[key]):>9}")
-    print(f"\nintersection volume reduced by {100 * report['volume_reduction']:.1f}%; joints moved "
-          f"{report['joint_moved_mean_mm']:.2f} mm on average (max {report['joint_moved_max_mm']:.2f} mm)")
-    print("time in handgeom kernels: " + ", ".join(
+    rows = report["rows"]
+    columns = [c for c in COLUMNS if c[1] in next(iter(rows.values()))]
+    width = max(len(name) for name in rows)
+    print(f"\n{report['source']} on {report['device']}:")
+    print(f"{'':<{width}}  " + "  ".join(label for label, _, _ in columns))
+    for name, row in rows.items():
+        print(f"{name:<{width}}  " + "  ".join(f"{fmt.format(row[key]):>{len(label)}}" for label, key, fmt in columns))
+    print(f"\n(grid points inside both hands on a 125k-point grid, intersection volume on a 1 mm grid, maximum "
+          f"penetration depth, the occupancy network's count, joint errors against the ground truth, mean joint motion)")
+    print(f"intersection volume reduced by {100 * report['volume_reduction']:.1f}%")
+    network = "" if report["network_ms"] is None else f"network {report['network_ms']:.0f} ms; "
+    print(f"time: {network}handgeom kernels: " + ", ".join(
         f"{k.removeprefix('handgeom::')} {v:.0f} ms" for k, v in report["kernel_ms"].items()))
-    print(f"wrote {', '.join(report['files'])} in {report['seconds']:.1f} s on {report['device']}")
+    print(f"wrote {', '.join(report['files'])} and report.json in {report['seconds']:.1f} s on {report['device']}")

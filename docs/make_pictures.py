@@ -42,7 +42,7 @@ def main() -> None:
     print(f"wrote {out}")
     with tempfile.TemporaryDirectory() as tmp:  # the demo's picture, from a default run
         run(out=Path(tmp), show_progress=False)
-        shutil.copy(Path(tmp) / "hands.png", Path(__file__).with_name("demo.png"))
+        shutil.copy(Path(tmp) / "demo.png", Path(__file__).with_name("demo.png"))
     print(f"wrote {Path(__file__).with_name('demo.png')}")
 
 

@@ -49,6 +49,19 @@ def _check_device(device: str) -> None:
         _fail(f"--device cuda needs a GPU and a build with CUDA kernels (build_info: {handgeom.build_info()})")
 
 
+def _network(weights: Path | None, device: str):
+    """The reconstruction network of ``--weights`` (None: the shipped one, loaded where it is used)."""
+    if weights is None:
+        return None
+    from handgeom.models import InteractingHandsNet
+
+    try:
+        return InteractingHandsNet.pretrained(device, weights)
+    except (OSError, ValueError, RuntimeError, KeyError) as error:  # RuntimeError: weights of another architecture
+        detail = str(error).splitlines()[0] if str(error) else type(error).__name__
+        _fail(f"--weights {weights}: {detail}")
+
+
 def _fail(message: str) -> None:
     print(f"handgeom: error: {message}", file=sys.stderr)
     sys.exit(2)
@@ -70,7 +83,8 @@ def demo(args: argparse.Namespace) -> None:
           f"({info['threads']} CPU threads; CUDA kernels {'compiled for sm_' + info['cuda_archs'] if info['cuda'] else 'not built'}, "
           f"GPU {'present' if info['cuda_available'] else 'absent'})")
     try:
-        report = run(args.image, args.sample, args.pose, args.input, args.steps, device, args.out)
+        report = run(args.image, args.sample, args.pose, args.input, args.steps, device, args.out,
+                     net=_network(args.weights, device))
     except InputError as error:
         _fail(f"--input {error}")
     except ImageError as error:
@@ -87,7 +101,7 @@ def reconstruct_command(args: argparse.Namespace) -> None:
         args.out.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         _fail(f"--out {args.out}: cannot make a directory there ({error.strerror or error})")
-    report = reconstruct_images(args.images, args.out, args.batch, device)
+    report = reconstruct_images(args.images, args.out, args.batch, device, net=_network(args.weights, device))
     for path, message in report["failed"].items():
         print(f"handgeom: skipped {message}", file=sys.stderr)
     print(f"reconstructed {len(report['reconstructed'])} of {report['images']} images in {report['seconds']:.1f} s "
@@ -212,12 +226,14 @@ def main(argv: list[str] | None = None) -> None:
     p_demo.add_argument("--steps", type=int, default=DEMO_STEPS, help=f"optimization steps (default: {DEMO_STEPS})")
     p_demo.add_argument("--device", choices=["cpu", "cuda"], help="default: CUDA when available, else CPU")
     p_demo.add_argument("--out", type=Path, default=Path("demo_out"), help="output directory (default: demo_out)")
+    p_demo.add_argument("--weights", type=Path, help="the network's weights (handgeom export dir); default: the shipped ones")
     p_demo.set_defaults(run=demo)
     p_rec = commands.add_parser("reconstruct", help="two hands from each of your images, with the shipped DIR network")
     p_rec.add_argument("images", type=Path, nargs="+", help="crops of two interacting hands (PNG, JPEG, ...)")
     p_rec.add_argument("--out", type=Path, default=Path("reconstruct_out"), help="output directory (default: reconstruct_out)")
     p_rec.add_argument("--batch", type=int, default=8, help="images per network pass (default: 8)")
     p_rec.add_argument("--device", choices=["cpu", "cuda"], help="default: CUDA when available, else CPU")
+    p_rec.add_argument("--weights", type=Path, help="the network's weights (handgeom export dir); default: the shipped ones")
     p_rec.set_defaults(run=reconstruct_command)
     from handgeom.train import SYSTEMS
 

@@ -180,14 +180,15 @@ def _unique_names(paths: list[Path]) -> list[str]:
 
 
 def reconstruct_images(paths: list[Path], out: Path, batch: int = 8, device: str = "cpu",
-                       show_progress: bool = True) -> dict:
-    """``handgeom reconstruct``: each image through the shipped network, writing per image
+                       show_progress: bool = True, net: InteractingHandsNet | None = None) -> dict:
+    """``handgeom reconstruct``: each image through ``net`` (default: the shipped network), writing
+    per image
     ``NAME_right.ply``, ``NAME_left.ply``, ``NAME.json`` (3D joints in metres in the common frame,
     2D joints in the image's own pixels, the cameras and the interaction measures of
     :func:`measure`) and ``NAME_overlay.png`` (segmentation and skeletons | meshes over the image).
     An image that cannot be read is skipped with its one-line reason in ``failed``. Returns the
     summary, also written to ``out/report.json``."""
-    net = InteractingHandsNet.pretrained(device)
+    net = net or InteractingHandsNet.pretrained(device)
     occupancy = HandOccupancyNet.pretrained(device)
     models = (net.hands[0], net.hands[1])
     faces = (models[0].faces.cpu(), models[1].faces.cpu())

@@ -2,6 +2,7 @@
 `handgeom bench --quick`."""
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +16,8 @@ from handgeom.demo import DEMO_SAMPLE, DEMO_SEED, run
 from handgeom.hand import HandModel, two_hand_preset
 from handgeom.losses import placed_meshes
 from handgeom.models import InteractingHandsNet
-from handgeom.reconstruct import DISPLAY, load_image, predict, reconstruct_images
+from handgeom.models.dir import PRETRAINED
+from handgeom.reconstruct import DISPLAY, load_image, predict
 
 
 def read_png(path: Path) -> np.ndarray:
@@ -55,8 +57,7 @@ def test_demo_reconstructs_the_image_and_resolves_the_interpenetration(tmp_path)
     assert 10 < before["mpjpe_mm"] < 60 and before["mrrpe_mm"] < 80
     assert after["mpjpe_mm"] < before["mpjpe_mm"] + 3 and after["mrrpe_mm"] < before["mrrpe_mm"] + 5
     assert report["network_ms"] > 0
-    assert {"handgeom::mesh_penetration", "handgeom::conditioned_mlp", "handgeom::mesh_inside",
-            "handgeom::bone_plane_projection"} <= set(report["kernel_ms"])
+    assert {"handgeom::mesh_penetration", "handgeom::conditioned_mlp", "handgeom::mesh_inside"} <= set(report["kernel_ms"])
     image = read_png(tmp_path / "demo.png")
     assert image.shape == (CAPTION + DISPLAY, 4 * DISPLAY + 3 * GAP, 3)
     # the input with its overlays is the synthetic image, not white; the tinted interpenetration shrinks
@@ -166,12 +167,14 @@ def test_reconstruct_writes_every_image_and_reports_the_broken_one(tmp_path, cap
     assert report["reconstructed"][str(paths[0])]["name"] == "a"
 
 
-def test_reconstruct_names_duplicate_stems_apart(tmp_path):
+def test_reconstruct_names_duplicate_stems_apart_and_takes_other_weights(tmp_path):
     for folder in ("x", "y"):
         (tmp_path / folder).mkdir()
         write_image(tmp_path / folder / "hands.png", 1)
-    report = reconstruct_images([tmp_path / "x" / "hands.png", tmp_path / "y" / "hands.png"], tmp_path / "out",
-                                show_progress=False)
+    shutil.copy(PRETRAINED, tmp_path / "mine.pt")
+    main(["reconstruct", str(tmp_path / "x" / "hands.png"), str(tmp_path / "y" / "hands.png"), "--out",
+          str(tmp_path / "out"), "--weights", str(tmp_path / "mine.pt")])
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
     assert [r["name"] for r in report["reconstructed"].values()] == ["hands", "hands-2"]
     assert (tmp_path / "out" / "hands-2_overlay.png").is_file()
 
@@ -180,8 +183,15 @@ def test_reconstruct_names_duplicate_stems_apart(tmp_path):
     (["demo", "--sample", "-1"], "--sample must be >= 0"),
     (["demo", "--image", "/nonexistent/crop.png"], "--image /nonexistent/crop.png: no such file"),
     (["reconstruct", "x.png", "--batch", "0"], "--batch must be >= 1"),
+    (["reconstruct", "x.png", "--weights", "/nonexistent/w.pt"], "--weights /nonexistent/w.pt: "),
+    (["demo", "--weights", "WEIGHTS_GARBAGE"], "--weights "),
+    (["demo", "--weights", "WEIGHTS_CHECKPOINTLESS"], "--weights "),
 ])
 def test_bad_arguments_are_one_line_and_exit_2(tmp_path, capsys, argv, message):
+    (tmp_path / "garbage.pt").write_bytes(b"not a torch file")
+    torch.save({"weights": torch.zeros(3)}, tmp_path / "other.pt")  # a torch file, but not exported weights
+    argv = [{"WEIGHTS_GARBAGE": str(tmp_path / "garbage.pt"), "WEIGHTS_CHECKPOINTLESS": str(tmp_path / "other.pt")}.get(a, a)
+            for a in argv]
     with pytest.raises(SystemExit) as exit_info:
         main(argv + ["--out", str(tmp_path / "out")])
     assert exit_info.value.code == 2

@@ -22,6 +22,7 @@ into their limits, 20 bone lengths as log-ratios to the defaults, bounded to ±l
 from __future__ import annotations
 
 import math
+import pickle
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -238,14 +239,23 @@ class InteractingHandsNet(nn.Module):
         self.register_buffer("bones", TWO_HAND_BONES, persistent=False)
 
     @classmethod
-    def pretrained(cls, device: torch.device | str | None = None) -> "InteractingHandsNet":
+    def pretrained(cls, device: torch.device | str | None = None, path: str | Path | None = None) -> "InteractingHandsNet":
         """The network shipped with handgeom (``handgeom/weights/dir_cpu.pt``: the ``cpu`` preset
-        trained on :class:`~handgeom.datasets.SyntheticInteractingHands`), in eval mode, with its
-        training record as ``net.record``. It expects ``net.image_size`` square crops in [0, 1]."""
-        if not PRETRAINED.is_file():
-            raise FileNotFoundError(f"InteractingHandsNet.pretrained: {PRETRAINED} is missing; train with "
-                                    "`handgeom train dir --preset cpu` and `handgeom export dir CKPT --to` that path")
-        shipped = torch.load(PRETRAINED, map_location="cpu", weights_only=True)
+        trained on :class:`~handgeom.datasets.SyntheticInteractingHands`), or the weights at
+        ``path`` (written by ``handgeom export dir``), in eval mode, with its training record as
+        ``net.record``. It expects ``net.image_size`` square crops in [0, 1]."""
+        path = PRETRAINED if path is None else Path(path)
+        if not path.is_file():
+            hint = ("train with `handgeom train dir --preset cpu` and `handgeom export dir CKPT --to` that path"
+                    if path == PRETRAINED else "write weights with `handgeom export dir CKPT --to PATH`")
+            raise FileNotFoundError(f"InteractingHandsNet.pretrained: {path} is missing; {hint}")
+        try:
+            shipped = torch.load(path, map_location="cpu", weights_only=True)
+        except (pickle.UnpicklingError, RuntimeError, EOFError):  # not a torch file, or one with code in it
+            shipped = None
+        if not isinstance(shipped, dict) or {"record", "state_dict"} - set(shipped):
+            raise ValueError(f"InteractingHandsNet.pretrained: {path} holds no exported weights (a dict with 'record' "
+                             "and 'state_dict'); export a checkpoint with `handgeom export dir CKPT --to PATH`")
         net = cls(shipped["record"]["model"]["preset"])
         net.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in shipped["state_dict"].items()})
         net.record = shipped["record"]

@@ -1,5 +1,6 @@
-"""Losses that compose handgeom's ops: the occupancy-network hand-hand intersection loss, and the
-training loss of the DIR interacting-hands network (with the physical terms).
+"""Losses that compose handgeom's ops: the occupancy-network hand-hand intersection loss, the
+training loss of the DIR interacting-hands network (with the physical terms), and SiaPose's
+heatmap losses.
 
 (The exact signed-distance penetration loss is the op :func:`handgeom.ops.penetration_loss`.)
 """
@@ -18,7 +19,8 @@ from handgeom.models.occupancy import HAND_CULL_MARGIN, HandOccupancyNet
 from handgeom.ops.mesh import penetration_loss
 
 __all__ = ["intersection_loss", "hand_query_points", "mirror", "default_occupancy_net", "DIR_WEIGHTS", "dir_targets",
-           "dir_loss", "edge_length_loss", "normal_loss", "mesh_edges", "placed_meshes"]
+           "dir_loss", "edge_length_loss", "normal_loss", "mesh_edges", "placed_meshes", "SIAPOSE_WEIGHTS",
+           "single_hand_2d", "heatmap_targets", "heatmap_loss", "siapose_loss"]
 
 _DENSE_FRACTIONS = torch.arange(1, 6) / 6  # 5 points inside each bone
 
@@ -238,4 +240,54 @@ def dir_loss(outputs: list[dict[str, torch.Tensor]], targets: dict[str, torch.Te
                + penetration_loss(left.float(), right.float(), faces[0], reduction="none").mean(1))
         add("penetration", (pen.to(pair) * pair).sum() / pair.sum().clamp_min(1))
     total = sum((w[k] * v for k, v in terms.items() if w[k] > 0), torch.zeros((), device=right.device))
+    return total, {k: v.detach() for k, v in terms.items()}
+
+
+# ---- SiaPose (SIA-GCN, BMVC 2020): 2D hand pose from heatmaps -------------------------------------
+
+SIAPOSE_WEIGHTS = {"preliminary": 1.0, "refined": 1.0}
+
+
+def single_hand_2d(batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(joints_2d [B, 21, 2], valid [B, 21])`` of the one hand of each sample of a single-hand
+    batch (its slot by ``hand_valid``: the right slot, or the left when only it holds a hand)."""
+    slot = (batch["hand_valid"][:, 1] & ~batch["hand_valid"][:, 0]).long()
+    rows = torch.arange(slot.shape[0], device=slot.device)
+    valid = batch["joints_valid"][rows, slot] & batch["hand_valid"][rows, slot, None]
+    return batch["joints_2d"][rows, slot], valid
+
+
+def heatmap_targets(joints_2d: torch.Tensor, size: tuple[int, int], stride: int, sigma: float = 1.0) -> torch.Tensor:
+    """Gaussian heatmaps ``[B, K, H, W]`` with peak 1 at each joint: ``joints_2d [B, K, 2]`` image
+    pixels (centres at +0.5) map to heatmap pixels ``p / stride - 0.5`` (centres at integers, as
+    :func:`~handgeom.models.siagcn.heatmap_keypoints` reads them); ``sigma`` in heatmap pixels
+    (SIA-GCN: 1)."""
+    height, width = size
+    centre = joints_2d / stride - 0.5
+    ys = torch.arange(height, dtype=joints_2d.dtype, device=joints_2d.device)
+    xs = torch.arange(width, dtype=joints_2d.dtype, device=joints_2d.device)
+    dx2 = (xs - centre[..., :1]) ** 2  # [B, K, W]
+    dy2 = (ys - centre[..., 1:]) ** 2  # [B, K, H]
+    return torch.exp(-(dy2[..., :, None] + dx2[..., None, :]) / (2 * sigma ** 2))
+
+
+def heatmap_loss(heatmaps: torch.Tensor, targets: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """Squared error summed over each valid joint's map, averaged over the valid joints of the
+    batch (``valid [B, K]``); 0 without one."""
+    per_joint = (heatmaps - targets).pow(2).sum((-2, -1))
+    return (per_joint * valid).sum() / valid.sum().clamp_min(1)
+
+
+def siapose_loss(outputs: dict, targets: torch.Tensor, valid: torch.Tensor,
+                 weights: dict[str, float] | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """SiaPose's loss and its terms: :func:`heatmap_loss` of the preliminary estimator's every
+    stage (summed: CPM's intermediate supervision) and of the refined heatmaps, each weighed by
+    ``weights`` (default :data:`SIAPOSE_WEIGHTS`). A zero weight leaves its term out of the
+    graph (reported, but no gradient, not even zeros): the stage-wise phases train one part."""
+    weights = {**SIAPOSE_WEIGHTS, **(weights or {})}
+    terms = {"preliminary": sum(heatmap_loss(h, targets, valid) for h in outputs["stages"]),
+             "refined": heatmap_loss(outputs["heatmaps"], targets, valid)}
+    total = sum(weights[k] * v for k, v in terms.items() if weights[k] > 0)
+    if not torch.is_tensor(total):  # every weight zero
+        total = outputs["heatmaps"].sum() * 0
     return total, {k: v.detach() for k, v in terms.items()}

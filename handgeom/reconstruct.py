@@ -21,10 +21,9 @@ from PIL import Image, ImageDraw
 from tqdm import tqdm
 
 from handgeom.hand import HandModel, HandParams
-from handgeom.hand.skeleton import BONES
 from handgeom.metrics import count_intersections, count_intersections_occupancy, intersection_volume, penetration_depth
 from handgeom.models import HandOccupancyNet, InteractingHandsNet
-from handgeom.viz import render_pixels
+from handgeom.viz import draw_skeleton, render_pixels
 
 __all__ = ["Crop", "Hands", "ImageError", "Prediction", "draw_prediction", "load_image", "measure", "pose_hands",
            "predict", "reconstruct_images"]
@@ -156,10 +155,7 @@ def draw_prediction(image: torch.Tensor, prediction: Prediction, faces: tuple[to
     overlay = Image.fromarray(tinted.astype(np.uint8))
     draw = ImageDraw.Draw(overlay)
     for joints, colour in zip(prediction.joints_px.cpu() * zoom, SKELETON):
-        for a, b in BONES:
-            draw.line([tuple(joints[a].tolist()), tuple(joints[b].tolist())], fill=colour, width=2)
-        for x, y in joints.tolist():
-            draw.ellipse([x - 2, y - 2, x + 2, y + 2], fill=(255, 255, 255), outline=colour)
+        draw_skeleton(draw, joints, colour)
     # pixel-space meshes: x, y from each hand's camera, depth from the common frame at the mean scale
     depth_scale = float(prediction.camera[:, 0].mean()) * display / 2
     verts3d = (prediction.hands.right_verts, prediction.hands.left_verts)

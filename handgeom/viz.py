@@ -7,10 +7,13 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from PIL import ImageDraw
+
+from handgeom.hand.skeleton import BONES
 from handgeom.ops.mesh import points_inside_mesh
 from handgeom.render import cast, interpolate, shade, vertex_normals
 
-__all__ = ["render_meshes", "render_pixels"]
+__all__ = ["render_meshes", "render_pixels", "draw_skeleton"]
 
 LIGHT = (0.3, -0.5, -1.0)  # towards the light, in pixel space: right, up and towards the viewer
 ColouredMesh = tuple[torch.Tensor, torch.Tensor, tuple[float, float, float]]  # verts [V, 3], faces [F, 3], rgb
@@ -59,6 +62,22 @@ def render_pixels(meshes: list[ColouredMesh], size: tuple[int, int], background:
         mask = torch.nn.functional.max_pool2d(mask, cell, 1, cell // 2).view(-1, 1) > 0
         image = torch.where(mask, 0.4 * image + 0.6 * torch.tensor(highlight, dtype=torch.float64), image)
     return (image.clamp(0, 1) * 255).to(torch.uint8).view(height, width, 3).numpy()
+
+
+def draw_skeleton(draw: ImageDraw.ImageDraw, joints, colour: tuple[int, int, int], width: int = 2,
+                  valid=None) -> None:
+    """Draws a 2D hand skeleton, ``joints [21, 2]`` in pixels (handgeom's joint order), with Pillow:
+    the bones as lines of ``colour``, the joints as white dots ringed with it; ``valid [21]`` (bool)
+    leaves the other joints and their bones out."""
+    points = [tuple(map(float, p)) for p in np.asarray(joints)]
+    keep = [True] * len(points) if valid is None else [bool(v) for v in np.asarray(valid)]
+    for a, b in BONES:
+        if keep[a] and keep[b]:
+            draw.line([points[a], points[b]], fill=colour, width=width)
+    radius = width
+    for (x, y), shown in zip(points, keep):
+        if shown:
+            draw.ellipse([x - radius, y - radius, x + radius, y + radius], fill=(255, 255, 255), outline=colour)
 
 
 def render_meshes(meshes: list[ColouredMesh], size: tuple[int, int] = (320, 320), view: np.ndarray | None = None,

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import os
-import pickle
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 import numpy as np
 import torch
 
-from handgeom.datasets.real import (Annotations, DatasetFormatError, RealHandDataset, one_hand, require,
-                                    to_array)
+from handgeom.datasets.real import (Annotations, DatasetFormatError, RealHandDataset, one_hand, read_pickle,
+                                    require, to_array)
 from handgeom.hand import convert_joints
 from handgeom.hand.kinematics import axis_angle_to_matrix
 
@@ -20,28 +19,8 @@ __all__ = ["HO3D"]
 OPENGL_TO_OPENCV = torch.tensor([1.0, -1.0, -1.0], dtype=torch.float64)  # flips y and z
 
 
-class _ArrayUnpickler(pickle.Unpickler):
-    """Loads only plain Python values and numpy arrays and scalars: a pickle may otherwise run any
-    code while it loads."""
-
-    ALLOWED = {(module, name) for module in ("numpy.core.multiarray", "numpy._core.multiarray")
-               for name in ("_reconstruct", "scalar")} | {("numpy", "ndarray"), ("numpy", "dtype")} | {
-        (module, "_frombuffer") for module in ("numpy.core.numeric", "numpy._core.numeric")}
-
-    def find_class(self, module: str, name: str) -> Any:
-        if (module, name) not in self.ALLOWED:
-            raise pickle.UnpicklingError(f"refusing to load {module}.{name} (only numpy arrays are expected)")
-        return super().find_class(module, name)
-
-
 def _load_meta(path: Path) -> dict:
-    try:
-        with open(path, "rb") as f:
-            meta = _ArrayUnpickler(f, encoding="latin1").load()  # latin1: v2's Python 2 pickles
-    except FileNotFoundError:
-        raise DatasetFormatError(f"{path}: annotation file not found") from None
-    except (OSError, EOFError, pickle.UnpicklingError, ValueError, TypeError, AttributeError) as e:
-        raise DatasetFormatError(f"{path}: not a readable meta pickle ({e})") from None
+    meta = read_pickle(path, "meta pickle")
     if not isinstance(meta, dict):
         raise DatasetFormatError(f"{path}: expected a dict of annotations, got {type(meta).__name__}")
     return meta

@@ -89,6 +89,33 @@ def read_structured(path: Path, load: Callable[[Any], Any], errors: type[Excepti
         raise DatasetFormatError(f"{path}: cannot be read ({e})") from None
 
 
+class _ArrayUnpickler(pickle.Unpickler):
+    """Loads only plain Python values and numpy arrays and scalars: a pickle may otherwise run any
+    code while it loads."""
+
+    ALLOWED = {(module, name) for module in ("numpy.core.multiarray", "numpy._core.multiarray")
+               for name in ("_reconstruct", "scalar")} | {("numpy", "ndarray"), ("numpy", "dtype")} | {
+        (module, "_frombuffer") for module in ("numpy.core.numeric", "numpy._core.numeric")} | {
+        ("_codecs", "encode")}  # how protocol-2 pickles written by Python 3 store an array's bytes
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError(f"refusing to load {module}.{name} (only numpy arrays are expected)")
+        return super().find_class(module, name)
+
+
+def read_pickle(path: Path, kind: str = "pickle") -> Any:
+    """A pickle of plain values and numpy arrays (nothing else is loaded: a pickle may run code),
+    Python 2's included (latin1), or a :class:`DatasetFormatError` naming the file."""
+    try:
+        with open(path, "rb") as f:
+            return _ArrayUnpickler(f, encoding="latin1").load()
+    except FileNotFoundError:
+        raise DatasetFormatError(f"{path}: annotation file not found") from None
+    except (OSError, EOFError, pickle.UnpicklingError, ValueError, TypeError, AttributeError) as e:
+        raise DatasetFormatError(f"{path}: not a readable {kind} ({e})") from None
+
+
 def read_json(path: Path) -> Any:
     """The parsed JSON file, or a :class:`DatasetFormatError` for a missing or malformed one."""
     return read_structured(path, json.load, json.JSONDecodeError, "JSON")

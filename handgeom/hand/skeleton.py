@@ -37,12 +37,15 @@ TO_OURS = {
     # MANO's 16 joints (wrist; index, middle, pinky, ring, thumb, three each) + 5 tips
     # (thumb, index, middle, ring, pinky), as in manopth.
     "mano": [0, 13, 14, 15, 16, 1, 2, 3, 17, 4, 5, 6, 18, 10, 11, 12, 19, 7, 8, 9, 20],
+    # MHP (Gomez-Donoso et al. 2017): index, middle, pinky, ring, thumb as (PIP, MCP, DIP, tip), the
+    # thumb's base first of its four; index 20 is the palm position, standing in for the wrist.
+    "mhp": [20, 17, 16, 18, 19, 1, 0, 2, 3, 5, 4, 6, 7, 13, 12, 14, 15, 9, 8, 10, 11],
 }
 
 
 def convert_joints(joints: torch.Tensor, src: str, dst: str) -> torch.Tensor:
     """Reorders ``joints [..., 21, D]`` from joint order ``src`` to ``dst`` (``"openpose"`` =
-    handgeom's order, ``"interhand"``, ``"mano"``)."""
+    handgeom's order, ``"interhand"``, ``"mano"``, ``"mhp"``)."""
     for order in (src, dst):
         if order not in TO_OURS:
             raise ValueError(f"convert_joints: unknown joint order {order!r}; known: {sorted(TO_OURS)}")

@@ -22,7 +22,6 @@ into their limits, 20 bone lengths as log-ratios to the defaults, bounded to ±l
 from __future__ import annotations
 
 import math
-import pickle
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,11 +33,12 @@ from handgeom._checks import Checker
 from handgeom.hand import HandModel, HandParams
 from handgeom.hand.skeleton import BONES, DEFAULT_BONE_LENGTHS
 from handgeom.models.backbone import ResNet, conv_bn_relu, norm2d
+from handgeom.models.pretrained import WEIGHTS, load_pretrained
 from handgeom.ops.projection import bone_plane_projection, sample_joint_features
 
 __all__ = ["DIRConfig", "PRESETS", "InteractingHandsNet", "OFFSET_SCALE", "PARAM_SIZE", "PRETRAINED"]
 
-PRETRAINED = Path(__file__).resolve().parent.parent / "weights" / "dir_cpu.pt"
+PRETRAINED = WEIGHTS / "dir_cpu.pt"
 
 OFFSET_SCALE = 0.15  # metres: the offset (right root - left root) is regressed divided by this
 ROT, ANGLES, LENGTHS, CAMERA = 6, 21, 20, 3
@@ -244,22 +244,7 @@ class InteractingHandsNet(nn.Module):
         trained on :class:`~handgeom.datasets.SyntheticInteractingHands`), or the weights at
         ``path`` (written by ``handgeom export dir``), in eval mode, with its training record as
         ``net.record``. It expects ``net.image_size`` square crops in [0, 1]."""
-        path = PRETRAINED if path is None else Path(path)
-        if not path.is_file():
-            hint = ("train with `handgeom train dir --preset cpu` and `handgeom export dir CKPT --to` that path"
-                    if path == PRETRAINED else "write weights with `handgeom export dir CKPT --to PATH`")
-            raise FileNotFoundError(f"InteractingHandsNet.pretrained: {path} is missing; {hint}")
-        try:
-            shipped = torch.load(path, map_location="cpu", weights_only=True)
-        except (pickle.UnpicklingError, RuntimeError, EOFError):  # not a torch file, or one with code in it
-            shipped = None
-        if not isinstance(shipped, dict) or {"record", "state_dict"} - set(shipped):
-            raise ValueError(f"InteractingHandsNet.pretrained: {path} holds no exported weights (a dict with 'record' "
-                             "and 'state_dict'); export a checkpoint with `handgeom export dir CKPT --to PATH`")
-        net = cls(shipped["record"]["model"]["preset"])
-        net.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in shipped["state_dict"].items()})
-        net.record = shipped["record"]
-        return net.eval().to(device)
+        return load_pretrained(cls, PRETRAINED if path is None else Path(path), "dir", device)
 
     def _check(self, images: torch.Tensor) -> None:
         ck = Checker("InteractingHandsNet")

@@ -72,7 +72,7 @@ def _faces(model: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
     return net.hands[0].faces, net.hands[1].faces
 
 
-def loss(model: nn.Module, batch: dict, config: TrainConfig) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+def loss(model: nn.Module, batch: dict, config: TrainConfig, step: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     outputs = model(batch["image"])
     return dir_loss(outputs, dir_targets(batch), _faces(model), config.loss)
 

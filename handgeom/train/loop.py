@@ -73,7 +73,8 @@ class System(Protocol):
 
     def dataset(self, data: str, split: str, config: TrainConfig, size: int, seed: int) -> Dataset: ...
 
-    def loss(self, model: nn.Module, batch: dict, config: TrainConfig) -> tuple[torch.Tensor, dict[str, torch.Tensor]]: ...
+    def loss(self, model: nn.Module, batch: dict, config: TrainConfig, step: int
+             ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]: ...  # step: for stage-wise schedules
 
     def evaluate(self, model: nn.Module, loader: DataLoader, config: TrainConfig) -> dict[str, Any]: ...
 
@@ -216,7 +217,7 @@ def train(system: System, preset: str, data: str, out: Path, steps: int | None =
     for step_batch in bar:
         model.train()
         with autocast:
-            loss, terms = system.loss(wrapped, _to(step_batch, dev), config)
+            loss, terms = system.loss(wrapped, _to(step_batch, dev), config, step)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip)
@@ -310,13 +311,13 @@ def evaluate_checkpoint(system: System, path: Path, data: str, out: Path | None 
                         seed: int = 1, device: str = "cpu") -> dict:
     """``handgeom eval``: the system's metrics of a checkpoint on ``size`` samples of ``data``
     drawn with ``seed`` (held out when it is not the training seed), written to ``out`` as
-    ``eval.json`` and ``eval.md`` when given."""
+    ``eval.json`` and ``eval.md`` when given (and the system's ``figures``, if it has them)."""
     model, config, state = load_checkpoint(system, path, device)
     if seed == config.seed and data == state["data"]:
         raise TrainError(f"--seed {seed} is the training seed of {path}: choose another for held-out data")
     config.eval_size = size or config.eval_size
-    metrics = _evaluate(system, model, system.dataset(data, "eval", config, config.eval_size, seed), config,
-                        torch.device(device))
+    dataset = system.dataset(data, "eval", config, config.eval_size, seed)
+    metrics = _evaluate(system, model, dataset, config, torch.device(device))
     metrics["checkpoint"] = {"path": str(path), "step": state["step"], "preset": state["preset"], "data": data,
                              "eval_seed": seed}
     if out is not None:
@@ -324,6 +325,9 @@ def evaluate_checkpoint(system: System, path: Path, data: str, out: Path | None 
         out.mkdir(parents=True, exist_ok=True)
         (out / "eval.json").write_text(json.dumps(metrics, indent=2))
         (out / "eval.md").write_text(system.markdown(metrics))
+        if hasattr(system, "figures"):  # a system's pictures of its evaluation
+            with torch.no_grad():
+                system.figures(model, metrics, dataset, out)
     return metrics
 
 

@@ -1,0 +1,33 @@
+"""Reading shipped weights (``handgeom export SYSTEM CKPT --to PATH``: a training record and a
+state dict, float16 storage) into a network: what every ``Net.pretrained()`` does."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import torch
+from torch import nn
+
+WEIGHTS = Path(__file__).resolve().parent.parent / "weights"
+
+
+def load_pretrained(cls: type[nn.Module], path: Path, system: str, device: torch.device | str | None) -> nn.Module:
+    """``cls(preset)`` with the weights at ``path``, the preset their record names, in eval mode on
+    ``device``, with the record as ``net.record``. A missing file is a ``FileNotFoundError``, a file
+    that holds no exported weights of ``system`` a ``ValueError``, both naming the path."""
+    where = f"{cls.__name__}.pretrained"
+    if not path.is_file():
+        raise FileNotFoundError(f"{where}: {path} is missing; train with `handgeom train {system}` and write it with "
+                                f"`handgeom export {system} CKPT --to {path}`")
+    try:
+        shipped = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError):  # not a torch file, or one with code in it
+        shipped = None
+    if not isinstance(shipped, dict) or {"record", "state_dict"} - set(shipped) or shipped["record"].get("system") != system:
+        raise ValueError(f"{where}: {path} holds no exported {system} weights (a dict with 'record' and 'state_dict'); "
+                         f"export a checkpoint with `handgeom export {system} CKPT --to PATH`")
+    net = cls(shipped["record"]["model"]["preset"])
+    net.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in shipped["state_dict"].items()})
+    net.record = shipped["record"]
+    return net.eval().to(device)

@@ -26,7 +26,7 @@ from handgeom.hand import TWO_HAND_PRESETS
 from handgeom.reconstruct import ImageError, reconstruct_images
 
 
-BENCHMARKS = ("bench_projection", "bench_edge_conv", "bench_occupancy", "bench_mesh", "bench_datasets")
+BENCHMARKS = ("bench_projection", "bench_edge_conv", "bench_siapose", "bench_occupancy", "bench_mesh", "bench_datasets")
 
 
 def _benchmark(name: str):

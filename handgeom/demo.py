@@ -304,7 +304,7 @@ def print_report(report: dict) -> None:
     print(f"{'':<{width}}  " + "  ".join(label for label, _, _ in columns))
     for name, row in rows.items():
         print(f"{name:<{width}}  " + "  ".join(f"{fmt.format(row[key]):>{len(label)}}" for label, key, fmt in columns))
-    print(f"\n(grid points inside both hands on a 125k-point grid, intersection volume on a 1 mm grid, maximum "
+    print("\n(grid points inside both hands on a 125k-point grid, intersection volume on a 1 mm grid, maximum "
           "penetration depth, the occupancy network's count, joint errors against the ground truth, mean joint motion)")
     print(f"intersection volume reduced by {100 * report['volume_reduction']:.1f}%")
     network = "" if report["network_ms"] is None else f"network {report['network_ms']:.0f} ms; "

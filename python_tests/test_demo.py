@@ -248,7 +248,8 @@ def test_bench_quick_writes_json_and_markdown(tmp_path, capsys):
     assert data["meta"]["command"] == "handgeom bench --quick" and data["meta"]["threads"] >= 1
     ops = {row["op"] for row in data["summary"]}
     for op in ("bone_plane_projection", "edge_conv2d", "conditioned_mlp", "points_inside_mesh", "signed_distance",
-               "penetration_loss", "count_intersections", "dataset interacting", "dataset hand-object"):
+               "penetration_loss", "count_intersections", "dataset interacting", "dataset hand-object",
+               "SiaPose training step"):
         assert any(o.startswith(op) for o in ops), (op, ops)
     for row in data["summary"]:
         assert (row["speedup"] is None or row["speedup"] > 0) and row["handgeom"] and row["baseline"]

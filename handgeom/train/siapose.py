@@ -37,8 +37,8 @@ PRESETS = {
     "paper": TrainConfig(steps=60_000, batch=16, lr=1e-4, warmup=500, eval_every=5000, eval_size=1000,
                          checkpoint_every=1000, workers=8, model={"preset": "paper", "phases": [0.4, 0.2]}),
     # what trains on a 2-core CPU in well under an hour and wrote the shipped weights
-    "cpu": TrainConfig(steps=3000, batch=16, lr=1e-3, warmup=100, eval_every=1000, eval_size=300,
-                       checkpoint_every=250, workers=1, model={"preset": "cpu", "phases": [0.4, 0.2]}),
+    "cpu": TrainConfig(steps=4000, batch=16, lr=1e-3, warmup=100, eval_every=1000, eval_size=300,
+                       checkpoint_every=250, workers=1, model={"preset": "cpu", "phases": [0.3, 0.3]}),
     # smoke tests: a few seconds
     "tiny": TrainConfig(steps=6, batch=2, lr=1e-3, warmup=1, eval_every=1000, eval_size=2, checkpoint_every=3,
                         log_every=1, workers=0, model={"preset": "tiny", "phases": [1 / 3, 1 / 3]}),

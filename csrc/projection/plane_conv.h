@@ -43,14 +43,15 @@ ConvState conv_prepare(const at::Tensor& uv, const at::Tensor& feat, const at::T
   st.k = weight.size(2);
   st.Op = (st.O + Tiles::vec - 1) / Tiles::vec * Tiles::vec;
   const int64_t kk = st.k * st.k;
-  st.wt = at::zeros({P, C, kk, st.Op}, weight.options());
-  st.wt.narrow(3, 0, st.O).copy_(weight.reshape({st.O, P, C, kk}).permute({1, 2, 3, 0}));
+  st.wt = at::empty({P, C, kk, st.Op}, weight.options());
   st.masks = at::empty({B, P, o.height, o.width, 2}, uv.options());
   st.boxes = at::empty({B, P, 4}, uv.options().dtype(at::kLong));
   st.taps = at::empty({B, P, 2, kk, st.Op}, uv.options());
-  if (B * P == 0) return st;
+  if (B * P * C == 0) return st;
   AT_DISPATCH_FLOATING_TYPES(uv.scalar_type(), "bone_plane_conv_prepare", [&] {
     const auto cp = make_conv_problem<scalar_t>(uv, feat, bones, o, st);
+    const WeightLayout<scalar_t, Tiles::vec> layout{cp, weight.const_data_ptr<scalar_t>(), st.wt.data_ptr<scalar_t>()};
+    launch(layout.tasks(), layout, 16);
     launch(B * P * o.height, BoneMasks<scalar_t>{cp.pr, st.masks.data_ptr<scalar_t>(), st.boxes.data_ptr<int64_t>()}, 8);
     const ConvTaps<scalar_t, Tiles::batch, Tiles::vec> taps{cp, st.wt.const_data_ptr<scalar_t>(),
                                                             st.taps.data_ptr<scalar_t>()};
@@ -66,6 +67,10 @@ at::Tensor conv_forward(const at::Tensor& uv, const at::Tensor& feat, const at::
   const int64_t B = uv.size(0), O = weight.size(0);
   at::Tensor out = at::empty({B, O, o.height, o.width}, uv.options());
   if (out.numel() == 0) return out;
+  if (bones.size(0) * feat.size(2) == 0) {  // a convolution over no input channels: the bias
+    if (bias.defined()) return out.copy_(bias.view({1, O, 1, 1}).expand_as(out));
+    return out.zero_();
+  }
   const ConvState st = conv_prepare<Tiles>(uv, feat, bones, weight, o, launch);
   AT_DISPATCH_FLOATING_TYPES(uv.scalar_type(), "bone_plane_conv", [&] {
     const auto cp = make_conv_problem<scalar_t>(uv, feat, bones, o, st);
@@ -94,7 +99,6 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> conv_backward(const at::Tensor& g
   at::Tensor gtaps = at::empty({B, P, 2, kk, st.Op}, uv.options());
   at::Tensor geom_partial = at::empty({B, P, n_oc, 4}, uv.options());
   at::Tensor feat_partial = at::empty({B, P, 2, C}, uv.options());
-  at::Tensor grad_wt = at::empty({P, C, kk, st.Op}, uv.options());
   AT_DISPATCH_FLOATING_TYPES(uv.scalar_type(), "bone_plane_conv_backward", [&] {
     const auto cp = make_conv_problem<scalar_t>(uv, feat, bones, o, st);
     const ConvBackwardBone<scalar_t, Tiles::vec> bone{
@@ -103,7 +107,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> conv_backward(const at::Tensor& g
         gtaps.data_ptr<scalar_t>(), geom_partial.data_ptr<scalar_t>()};
     launch(B * P * n_oc, bone);
     const ConvGradWeight<scalar_t, Tiles::channels, Tiles::vec> gw{cp, gtaps.const_data_ptr<scalar_t>(),
-                                                                   grad_wt.data_ptr<scalar_t>()};
+                                                                   grad_weight.data_ptr<scalar_t>()};
     launch(gw.tasks(), gw);
     launch(B * P * C, ConvGradFeat<scalar_t, Tiles::vec>{cp, st.wt.const_data_ptr<scalar_t>(), gtaps.const_data_ptr<scalar_t>(),
                                                          feat_partial.data_ptr<scalar_t>()});
@@ -111,7 +115,6 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> conv_backward(const at::Tensor& g
            GatherJoints<scalar_t>{cp.pr, feat_partial.const_data_ptr<scalar_t>(), geom_partial.const_data_ptr<scalar_t>(),
                                   n_oc, grad_uv.data_ptr<scalar_t>(), grad_feat.data_ptr<scalar_t>()});
   });
-  grad_weight.copy_(grad_wt.narrow(3, 0, st.O).permute({3, 0, 1, 2}).reshape({st.O, P * C, st.k, st.k}));
   return {grad_uv, grad_feat, grad_weight};
 }
 

@@ -8,7 +8,7 @@
 //
 // Layouts (O padded to Op, a multiple of the launcher's vector chunk, with zeros):
 //   masks [B, P, H, W, 2] (ma, mb)      boxes [B, P, 4] (i0, i1, j0, j1)
-//   wt    [P, C, k*k, Op]  the weight, output channel last
+//   wt    [P, C, k*k, Op]  the weight, output channel last (WeightLayout)
 //   taps  [B, P, 2, k*k, Op]  A and B      gtaps: their gradients, same layout
 #pragma once
 
@@ -73,6 +73,27 @@ struct BoneMasks {
       }
       row[2 * j] = ma;
       row[2 * j + 1] = mb;
+    }
+  }
+};
+
+// The weight in the kernels' layout, one task per (input channel, chunk of kO outputs):
+//   wt[pc, t, o] = weight[o, pc, t] for o < O, 0 for the padding up to Op.
+// Consecutive tasks take consecutive input channels, which share the weight's cache lines.
+template <typename T, int64_t kO>
+struct WeightLayout {
+  ConvProblem<T> cp;
+  const T* weight;  // [O, P*C, k*k] contiguous
+  T* wt;            // [P*C, k*k, Op]
+
+  HG_HOST_DEVICE int64_t tasks() const { return cp.pr.P * cp.pr.C * (cp.Op / kO); }
+
+  HG_HOST_DEVICE void operator()(int64_t task) const {
+    const int64_t planes = cp.pr.P * cp.pr.C, kk = cp.taps();
+    const int64_t pc = task % planes, o0 = (task / planes) * kO;
+    for (int64_t t = 0; t < kk; ++t) {
+      T* dst = wt + (pc * kk + t) * cp.Op + o0;
+      for (int64_t o = 0; o < kO; ++o) dst[o] = o0 + o < cp.O ? weight[((o0 + o) * planes + pc) * kk + t] : T(0);
     }
   }
 };
@@ -262,39 +283,43 @@ struct ConvBackwardBone {
   }
 };
 
-// The weight's gradient, one task per (bone, block of kC channels, tap, chunk of kO outputs):
-//   grad_wt[p,c,t,o] = sum_b f_a[b,c] gtaps[b,p,0,t,o] + f_b[b,c] gtaps[b,p,1,t,o].
+// The weight's gradient, one task per (bone, block of kC channels, chunk of kO outputs), every
+// tap in turn:
+//   grad_weight[o, p*C + c, t] = sum_b f_a[b,c] gtaps[b,p,0,t,o] + f_b[b,c] gtaps[b,p,1,t,o],
+// written in the weight's own layout (the task's outputs for one o are kC * k*k consecutive
+// elements, which stay in cache while its taps are written).
 template <typename T, int64_t kC, int64_t kO>
 struct ConvGradWeight {
   ConvProblem<T> cp;
   const T* gtaps;
-  T* grad_wt;  // [P, C, k*k, Op]
+  T* grad_weight;  // [O, P*C, k*k]
 
   HG_HOST_DEVICE int64_t c_blocks() const { return (cp.pr.C + kC - 1) / kC; }
-  HG_HOST_DEVICE int64_t tasks() const { return cp.pr.P * c_blocks() * cp.taps() * (cp.Op / kO); }
+  HG_HOST_DEVICE int64_t tasks() const { return cp.pr.P * c_blocks() * (cp.Op / kO); }
 
   HG_CPU_CLONES HG_HOST_DEVICE void operator()(int64_t task) const {
     const Problem<T>& pr = cp.pr;
-    const int64_t kk = cp.taps(), n_oc = cp.Op / kO, n_cb = c_blocks();
-    const int64_t oc = task % n_oc, r = task / n_oc, t = r % kk, r2 = r / kk;
-    const int64_t cb = r2 % n_cb, p = r2 / n_cb, c0 = cb * kC, o0 = oc * kO;
-    const int64_t nc = hg_min(kC, pr.C - c0);
-    T acc[kC][kO];
-    for (int64_t ci = 0; ci < kC; ++ci)
-      for (int64_t o = 0; o < kO; ++o) acc[ci][o] = T(0);
-    for (int64_t b = 0; b < pr.B; ++b) {
-      for (int64_t s = 0; s < 2; ++s) {
-        const T* f = pr.joint_feat(b, pr.bones[2 * p + s]) + c0;
-        const T* g = gtaps + ((b * pr.P + p) * 2 + s) * kk * cp.Op + t * cp.Op + o0;
-        for (int64_t ci = 0; ci < kC; ++ci) {
-          const T fc = ci < nc ? f[ci] : T(0);
-          for (int64_t o = 0; o < kO; ++o) acc[ci][o] += fc * g[o];
+    const int64_t kk = cp.taps(), n_oc = cp.Op / kO, n_cb = c_blocks(), planes = pr.P * pr.C;
+    const int64_t oc = task % n_oc, r = task / n_oc, cb = r % n_cb, p = r / n_cb;
+    const int64_t c0 = cb * kC, o0 = oc * kO;
+    const int64_t nc = hg_min(kC, pr.C - c0), no = hg_min(kO, cp.O - o0);
+    for (int64_t t = 0; t < kk; ++t) {
+      T acc[kC][kO];
+      for (int64_t ci = 0; ci < kC; ++ci)
+        for (int64_t o = 0; o < kO; ++o) acc[ci][o] = T(0);
+      for (int64_t b = 0; b < pr.B; ++b) {
+        for (int64_t s = 0; s < 2; ++s) {
+          const T* f = pr.joint_feat(b, pr.bones[2 * p + s]) + c0;
+          const T* g = gtaps + ((b * pr.P + p) * 2 + s) * kk * cp.Op + t * cp.Op + o0;
+          for (int64_t ci = 0; ci < kC; ++ci) {
+            const T fc = ci < nc ? f[ci] : T(0);
+            for (int64_t o = 0; o < kO; ++o) acc[ci][o] += fc * g[o];
+          }
         }
       }
-    }
-    for (int64_t ci = 0; ci < nc; ++ci) {
-      T* dst = grad_wt + ((p * pr.C + c0 + ci) * kk + t) * cp.Op + o0;
-      for (int64_t o = 0; o < kO; ++o) dst[o] = acc[ci][o];
+      for (int64_t o = 0; o < no; ++o)
+        for (int64_t ci = 0; ci < nc; ++ci)
+          grad_weight[((o0 + o) * planes + p * pr.C + c0 + ci) * kk + t] = acc[ci][o];
     }
   }
 };

@@ -156,7 +156,7 @@ def projection_gradient_layouts(device: str, quick: bool) -> list[dict]:
     """bone_plane_projection fwd+bwd with each kind of incoming gradient, against the broadcast
     formulation with the same gradient; and the backward alone against the forward alone."""
     records = []
-    for name, batch, size, radius in CONFIGS:
+    for name, batch, size, radius in CONFIGS[1:] if quick else CONFIGS:  # quick: the 16x16 stage only
         uv, feat, grad_out = make_inputs(batch, size, device)
         bones = TWO_HAND_BONES.to(device)
         grads = {"given": grad_out, "expanded": torch.ones((), device=device).expand(grad_out.shape),
@@ -180,7 +180,7 @@ def projection_gradient_layouts(device: str, quick: bool) -> list[dict]:
         for kind in ("given", "expanded", "channels-last"):
             fns[f"handgeom backward {kind}"] = lambda kind=kind: torch.autograd.grad(out, (uv, feat), grads[kind],
                                                                                      retain_graph=True)
-        times = interleaved_median_seconds(fns, repeat=3 if quick else 7, warmup=3)
+        times = interleaved_median_seconds(fns, repeat=2 if quick else 7, warmup=1 if quick else 3)
         forward = times["handgeom forward"]
         for kind in GRADIENTS:
             records.append({
@@ -220,7 +220,7 @@ def conv_macs(batch: int, size: int, lit: int) -> dict:
 def conv_records(device: str, quick: bool) -> list[dict]:
     """bone_plane_conv fwd+bwd (gradients of all four inputs) against the dense paths."""
     records = []
-    for name, batch, size, radius in CONFIGS:
+    for name, batch, size, radius in CONFIGS[1:] if quick else CONFIGS:  # quick: the 16x16 stage only
         uv, feat, weight, bias, grad_out = make_conv_inputs(batch, size, device)
         fns = {v: lambda v=v: conv_forward_backward(v, uv, feat, weight, bias, grad_out, size, radius)
                for v in CONV_VARIANTS}

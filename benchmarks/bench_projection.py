@@ -1,9 +1,20 @@
-"""Benchmark: fused bone_plane_projection vs the plain PyTorch broadcast formulation.
+"""Benchmark: fused bone_plane_projection vs the plain PyTorch broadcast formulation, and
+bone_plane_conv vs the dense path it replaces.
 
 DIR's training sizes (ICCV 2023): batch 16, two hands of 21 joints (40 bone planes), 64 feature
 channels, 32x32 maps with radius 2 and 16x16 maps with radius 1. Joints are random hand-like
 skeletons (bones 5-20% of the image). Forward+backward time (median) and the peak memory a
 forward+backward adds on top of its inputs, measured in a child process for each variant.
+
+1. bone_plane_projection: fwd+bwd against DIR's broadcast formulation, with the incoming
+   gradient given (contiguous), expanded (the gradient of ``out.sum()``), non-contiguous
+   (channels-last) or fresh (``torch.ones_like(out)`` made in the timed call); and the
+   backward alone against the forward alone.
+2. bone_plane_conv (to O=256 with a 3x3 kernel, DIR's reduction of the 2,560 plane channels):
+   fwd+bwd with the gradients of joint_uv, joint_feat, weight and bias, against
+   bone_plane_projection + F.conv2d and DIR's broadcast projection + F.conv2d; the
+   multiply-adds of the dense convolution and of the fused op (with N, the lit (pixel, bone)
+   pairs, counted).
 
     python benchmarks/bench_projection.py [--device cpu|cuda] [--quick]
 """
@@ -14,9 +25,10 @@ import json
 import sys
 
 import torch
+import torch.nn.functional as F
 
 import handgeom
-from common import cli, format_table, measure_in_child, median_seconds, peak_rss_bytes
+from common import cli, format_table, interleaved_median_seconds, measure_in_child, median_seconds, peak_rss_bytes
 import references as ref
 
 CONFIGS = [  # name, batch, size, radius
@@ -24,6 +36,8 @@ CONFIGS = [  # name, batch, size, radius
     ("DIR S=16 r=1", 16, 16, 1.0),
 ]
 CHANNELS = 64
+CONV_OUT, CONV_K = 256, 3  # DIR's reduction of the planes: 40 * 64 channels -> 256, 3x3
+CONV_VARIANTS = ("fused", "projection+conv2d", "broadcast+conv2d")
 TWO_HAND_BONES = torch.tensor(ref.HAND_BONES + [(a + 21, b + 21) for a, b in ref.HAND_BONES])
 
 
@@ -55,17 +69,45 @@ def forward_backward(variant: str, uv, feat, grad_out, size: int, radius: float)
     return torch.autograd.grad(out, (uv, feat), grad_out)
 
 
+def make_conv_inputs(batch: int, size: int, device: str, dtype=torch.float32):
+    """The projection's inputs plus DIR's reduction weight [256, 2560, 3, 3], bias and an
+    incoming gradient [B, 256, S, S]."""
+    uv, feat, _ = make_inputs(batch, 1, device, dtype)
+    gen = torch.Generator().manual_seed(2)
+    fan_in = 40 * CHANNELS * CONV_K**2
+    weight = (torch.randn(CONV_OUT, 40 * CHANNELS, CONV_K, CONV_K, generator=gen) / fan_in**0.5).to(device, dtype)
+    bias = torch.randn(CONV_OUT, generator=gen).to(device, dtype)
+    grad_out = torch.randn(batch, CONV_OUT, size, size, generator=gen).to(device, dtype)
+    return uv, feat, weight.requires_grad_(), bias.requires_grad_(), grad_out
+
+
+def conv_forward_backward(variant: str, uv, feat, weight, bias, grad_out, size: int, radius: float):
+    bones = TWO_HAND_BONES.to(uv.device)
+    if variant == "fused":
+        out = handgeom.ops.bone_plane_conv(uv, feat, bones, weight, bias, size=size, radius=radius)
+    else:
+        project = handgeom.ops.bone_plane_projection if variant == "projection+conv2d" else ref.bone_plane_projection
+        out = F.conv2d(project(uv, feat, bones, (size, size), radius), weight, bias, padding=CONV_K // 2)
+    return torch.autograd.grad(out, (uv, feat, weight, bias), grad_out)
+
+
 def child(variant: str, batch: int, size: int, radius: float, device: str) -> dict:
     """One variant in a fresh process: peak memory added by one forward+backward."""
-    forward_backward(variant, *make_inputs(1, size, device), size, radius)  # one-time setup
-    uv, feat, grad_out = make_inputs(batch, size, device)
+    if variant in CONV_VARIANTS:
+        run_once = lambda inputs: conv_forward_backward(variant, *inputs, size, radius)  # noqa: E731
+        run_once(make_conv_inputs(1, size, device))  # one-time setup
+        inputs = make_conv_inputs(batch, size, device)
+    else:
+        run_once = lambda inputs: forward_backward(variant, *inputs, size, radius)  # noqa: E731
+        run_once(make_inputs(1, size, device))
+        inputs = make_inputs(batch, size, device)
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
         base = torch.cuda.memory_allocated()
-        forward_backward(variant, uv, feat, grad_out, size, radius)
+        run_once(inputs)
         return {"peak_bytes": torch.cuda.max_memory_allocated() - base}
     base = peak_rss_bytes()
-    forward_backward(variant, uv, feat, grad_out, size, radius)
+    run_once(inputs)
     return {"peak_bytes": peak_rss_bytes() - base}
 
 
@@ -101,16 +143,139 @@ def run(device: str = "cpu", quick: bool = False) -> list[dict]:
     print(f"bone_plane_projection forward+backward, C={CHANNELS}, 40 bone planes, "
           f"{torch.get_num_threads()} threads (peak = memory added on top of the inputs)")
     print(format_table(headers, rows))
+    records += projection_gradient_layouts(device, quick)
+    records += conv_records(device, quick)
     print(sample_joint_features_timing(device, quick))
+    return records
+
+
+GRADIENTS = ("given", "expanded", "channels-last", "fresh")
+
+
+def projection_gradient_layouts(device: str, quick: bool) -> list[dict]:
+    """bone_plane_projection fwd+bwd with each kind of incoming gradient, against the broadcast
+    formulation with the same gradient; and the backward alone against the forward alone."""
+    records = []
+    for name, batch, size, radius in CONFIGS[1:] if quick else CONFIGS:  # quick: the 16x16 stage only
+        uv, feat, grad_out = make_inputs(batch, size, device)
+        bones = TWO_HAND_BONES.to(device)
+        grads = {"given": grad_out, "expanded": torch.ones((), device=device).expand(grad_out.shape),
+                 "channels-last": grad_out.contiguous(memory_format=torch.channels_last), "fresh": None}
+
+        def fwd_bwd(fn, kind):
+            out = fn(uv, feat, bones, (size, size), radius)
+            g = torch.ones_like(out) if kind == "fresh" else grads[kind]
+            return torch.autograd.grad(out, (uv, feat), g)
+
+        fns = {}
+        for kind in GRADIENTS:
+            fns[f"handgeom {kind}"] = lambda kind=kind: fwd_bwd(handgeom.ops.bone_plane_projection, kind)
+            fns[f"broadcast {kind}"] = lambda kind=kind: fwd_bwd(ref.bone_plane_projection, kind)
+        out = handgeom.ops.bone_plane_projection(uv, feat, bones, (size, size), radius)
+        def forward_only():
+            with torch.no_grad():
+                return handgeom.ops.bone_plane_projection(uv, feat, bones, (size, size), radius)
+
+        fns["handgeom forward"] = forward_only
+        for kind in ("given", "expanded", "channels-last"):
+            fns[f"handgeom backward {kind}"] = lambda kind=kind: torch.autograd.grad(out, (uv, feat), grads[kind],
+                                                                                     retain_graph=True)
+        times = interleaved_median_seconds(fns, repeat=2 if quick else 7, warmup=1 if quick else 3)
+        forward = times["handgeom forward"]
+        for kind in GRADIENTS:
+            records.append({
+                "kind": "projection_gradient", "config": name, "batch": batch, "device": device, "gradient": kind,
+                "threads": torch.get_num_threads(), "handgeom_ms": times[f"handgeom {kind}"] * 1e3,
+                "reference_ms": times[f"broadcast {kind}"] * 1e3,
+                "speedup": times[f"broadcast {kind}"] / times[f"handgeom {kind}"],
+                "forward_ms": forward * 1e3,
+                "backward_ms": times[f"handgeom backward {kind}"] * 1e3 if kind in ("given", "expanded", "channels-last") else None,
+            })
+    headers = ["config", "incoming gradient", "handgeom fwd+bwd ms", "broadcast fwd+bwd ms", "speedup",
+               "handgeom fwd ms", "handgeom bwd ms", "bwd / fwd"]
+    rows = [[r["config"], r["gradient"], f"{r['handgeom_ms']:.1f}", f"{r['reference_ms']:.1f}", f"{r['speedup']:.1f}x",
+             f"{r['forward_ms']:.1f}", "-" if r["backward_ms"] is None else f"{r['backward_ms']:.1f}",
+             "-" if r["backward_ms"] is None else f"{r['backward_ms'] / r['forward_ms']:.2f}"] for r in records]
+    print(f"\nbone_plane_projection by incoming gradient, C={CHANNELS}, 40 bone planes, {torch.get_num_threads()} threads")
+    print(format_table(headers, rows))
+    return records
+
+
+def lit_pairs(uv, size: int, radius: float) -> int:
+    """N: the (pixel, bone) pairs within a mask, over the batch (a projection of unit features)."""
+    ones = torch.ones(uv.shape[0], uv.shape[1], 1, device=uv.device, dtype=uv.dtype)
+    with torch.no_grad():
+        return int((handgeom.ops.bone_plane_projection(uv, ones, TWO_HAND_BONES.to(uv.device), size, radius) > 0).sum())
+
+
+def conv_macs(batch: int, size: int, lit: int) -> dict:
+    """Multiply-adds of the dense convolution and of the fused op (bone_plane_conv's docstring)."""
+    planes, kk, O = 40 * CHANNELS, CONV_K**2, CONV_OUT
+    dense = batch * O * planes * kk * size * size
+    taps = 2 * batch * planes * kk * O
+    return {"dense_fwd": dense, "dense_bwd": 2 * dense, "fused_fwd": taps + 2 * lit * kk * O,
+            "fused_bwd": 3 * taps + 4 * lit * kk * O}
+
+
+def conv_records(device: str, quick: bool) -> list[dict]:
+    """bone_plane_conv fwd+bwd (gradients of all four inputs) against the dense paths."""
+    records = []
+    for name, batch, size, radius in CONFIGS[1:] if quick else CONFIGS:  # quick: the 16x16 stage only
+        uv, feat, weight, bias, grad_out = make_conv_inputs(batch, size, device)
+        fns = {v: lambda v=v: conv_forward_backward(v, uv, feat, weight, bias, grad_out, size, radius)
+               for v in CONV_VARIANTS}
+        times = interleaved_median_seconds(fns, repeat=1 if quick else 3, warmup=1)
+        memory = {v: measure_in_child(__file__, v, str(batch), str(size), str(radius), device)["peak_bytes"]
+                  for v in CONV_VARIANTS}
+        lit = lit_pairs(uv, size, radius)
+        records.append({
+            "kind": "conv", "config": name, "batch": batch, "device": device, "threads": torch.get_num_threads(),
+            **{f"{v}_ms": times[v] * 1e3 for v in CONV_VARIANTS},
+            **{f"{v}_peak_mb": memory[v] / 2**20 for v in CONV_VARIANTS},
+            "speedup": times["projection+conv2d"] / times["fused"],
+            "speedup_broadcast": times["broadcast+conv2d"] / times["fused"],
+            "memory_ratio": memory["projection+conv2d"] / max(memory["fused"], 1),
+            "lit_pairs": lit, "lit_fraction": lit / (batch * 40 * size * size), **conv_macs(batch, size, lit),
+        })
+    headers = ["config", "B", "fused ms", "proj+conv2d ms", "broadcast+conv2d ms", "speedup", "vs broadcast",
+               "fused MB", "proj+conv2d MB", "broadcast+conv2d MB", "memory ratio", "lit", "GMAC dense f/b",
+               "GMAC fused f/b"]
+    rows = [[r["config"], r["batch"], f"{r['fused_ms']:.1f}", f"{r['projection+conv2d_ms']:.0f}",
+             f"{r['broadcast+conv2d_ms']:.0f}", f"{r['speedup']:.1f}x", f"{r['speedup_broadcast']:.1f}x",
+             f"{r['fused_peak_mb']:.0f}", f"{r['projection+conv2d_peak_mb']:.0f}", f"{r['broadcast+conv2d_peak_mb']:.0f}",
+             f"1/{r['memory_ratio']:.1f}", f"{100 * r['lit_fraction']:.1f}%",
+             f"{r['dense_fwd'] / 1e9:.1f}/{r['dense_bwd'] / 1e9:.1f}", f"{r['fused_fwd'] / 1e9:.2f}/{r['fused_bwd'] / 1e9:.2f}"]
+            for r in records]
+    print(f"\nbone_plane_conv fwd+bwd (grads of joint_uv, joint_feat, weight, bias), 40 planes x {CHANNELS} -> "
+          f"{CONV_OUT}, {CONV_K}x{CONV_K}, {torch.get_num_threads()} threads (peak = memory added on top of the inputs)")
+    print(format_table(headers, rows))
     return records
 
 
 def summary(records: list[dict]) -> list[dict]:
     """The rows of `handgeom bench`'s one table."""
-    return [{"op": "bone_plane_projection fwd+bwd", "workload": f"{r['config']}, B={r['batch']}",
-             "handgeom": f"{r['handgeom_ms']:.1f} ms, {r['handgeom_peak_mb']:.0f} MB",
-             "baseline": f"torch broadcast {r['reference_ms']:.1f} ms, {r['reference_peak_mb']:.0f} MB",
-             "speedup": r["speedup"]} for r in records]
+    rows = []
+    for r in records:
+        kind = r.get("kind", "projection")
+        workload = f"{r['config']}, B={r['batch']}"
+        if kind == "projection":
+            rows.append({"op": "bone_plane_projection fwd+bwd", "workload": workload,
+                         "handgeom": f"{r['handgeom_ms']:.1f} ms, {r['handgeom_peak_mb']:.0f} MB",
+                         "baseline": f"torch broadcast {r['reference_ms']:.1f} ms, {r['reference_peak_mb']:.0f} MB",
+                         "speedup": r["speedup"]})
+        elif kind == "projection_gradient" and r["gradient"] != "given":
+            rows.append({"op": f"bone_plane_projection fwd+bwd, {r['gradient']} gradient", "workload": workload,
+                         "handgeom": f"{r['handgeom_ms']:.1f} ms", "baseline": f"torch broadcast {r['reference_ms']:.1f} ms",
+                         "speedup": r["speedup"]})
+        elif kind == "conv":
+            fused = f"{r['fused_ms']:.1f} ms, {r['fused_peak_mb']:.0f} MB"
+            rows.append({"op": "bone_plane_conv fwd+bwd", "workload": workload, "handgeom": fused,
+                         "baseline": f"projection + conv2d {r['projection+conv2d_ms']:.0f} ms, "
+                                     f"{r['projection+conv2d_peak_mb']:.0f} MB", "speedup": r["speedup"]})
+            rows.append({"op": "bone_plane_conv fwd+bwd", "workload": workload, "handgeom": fused,
+                         "baseline": f"torch broadcast + conv2d {r['broadcast+conv2d_ms']:.0f} ms, "
+                                     f"{r['broadcast+conv2d_peak_mb']:.0f} MB", "speedup": r["speedup_broadcast"]})
+    return rows
 
 
 def sample_joint_features_timing(device: str, quick: bool) -> str:

@@ -19,6 +19,12 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "python_tests"))  # references.py: the plain PyTorch formulations
 
 
+# The clock of every timing: wall time, or with --cpu-time the CPU time of the process (all its
+# threads), which a machine shared with other jobs inflates far less than wall time; meant for one
+# thread (--threads 1), where no pool thread spins waiting for work.
+CLOCK: Callable[[], float] = time.perf_counter
+
+
 def median_seconds(fn: Callable[[], object], repeat: int = 5, warmup: int = 2) -> float:
     """Median wall time of fn() over `repeat` runs after `warmup` runs (CUDA synchronized)."""
     return interleaved_median_seconds({"": fn}, repeat, warmup)[""]
@@ -33,12 +39,12 @@ def interleaved_median_seconds(fns: dict[str, Callable[[], object]], repeat: int
         for name, fn in fns.items():
             if torch.cuda.is_available():
                 torch.cuda.synchronize()
-            start = time.perf_counter()
+            start = CLOCK()
             fn()
             if torch.cuda.is_available():
                 torch.cuda.synchronize()
             if i >= warmup:
-                times[name].append(time.perf_counter() - start)
+                times[name].append(CLOCK() - start)
     return {name: statistics.median(t) for name, t in times.items()}
 
 
@@ -74,7 +80,15 @@ def cli(run: Callable[..., list[dict]], doc: str) -> None:
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--quick", action="store_true", help="a reduced run")
     parser.add_argument("--json", help="also write the records to this file")
+    parser.add_argument("--cpu-time", action="store_true",
+                        help="time by the process's CPU time instead of wall time (for a busy machine; use --threads 1)")
+    parser.add_argument("--threads", type=int, help="torch.set_num_threads")
     args = parser.parse_args()
+    global CLOCK
+    if args.cpu_time:
+        CLOCK = time.process_time
+    if args.threads:
+        torch.set_num_threads(args.threads)
     records = run(args.device, args.quick)
     if args.json:
         with open(args.json, "w") as f:

@@ -64,6 +64,15 @@ def bone_plane_projection(joint_uv, joint_feat, bones, size, radius=1.0, profile
     return value.permute(0, 2, 3, 1).reshape(batch, planes * channels, height, width)
 
 
+def bone_plane_conv(joint_uv, joint_feat, bones, weight, bias=None, size=None, radius=1.0, profile="hard", sigma=None,
+                    projection=None):
+    """The dense path of handgeom.ops.bone_plane_conv: the planes built (by the brute-force
+    projection above, or by ``projection``, e.g. handgeom's), then a zero-padded conv2d."""
+    projection = projection or bone_plane_projection
+    planes = projection(joint_uv, joint_feat, bones, size, radius, profile, sigma)
+    return torch.nn.functional.conv2d(planes, weight, bias, padding=weight.shape[-1] // 2)
+
+
 def bilinear_sample(feat, joint_uv):
     """Bilinear sampling with zero padding, grid_sample(align_corners=False) convention."""
     batch, channels, height, width = feat.shape

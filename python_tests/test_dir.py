@@ -14,7 +14,7 @@ from handgeom.losses import (DIR_WEIGHTS, dir_loss, dir_targets, edge_length_los
                              placed_meshes)
 from handgeom.metrics import alignment_scale, mpjpe
 from handgeom.models import InteractingHandsNet, ResNet
-from handgeom.ops import bone_plane_projection, edge_conv2d, penetration_loss, points_inside_mesh
+from handgeom.ops import bone_plane_conv, bone_plane_projection, edge_conv2d, penetration_loss, points_inside_mesh
 
 FACES = (HandModel("right").faces, HandModel("left").faces)
 
@@ -65,13 +65,13 @@ def test_projection_path_uses_the_op(tiny, batch, monkeypatch):
                 layer.weight.normal_(std=1e-2)
     calls = []
 
-    def zero_planes(*args, **kwargs):
-        calls.append(args[3])
-        return torch.zeros_like(bone_plane_projection(*args, **kwargs))
+    def zero_planes(*args, **kwargs):  # the bone planes' fused projection and 3x3 convolution
+        calls.append(kwargs["size"])
+        return torch.zeros_like(bone_plane_conv(*args, **kwargs))
 
     with torch.no_grad():
         reference = net(batch["image"])
-        monkeypatch.setattr(dir_module, "bone_plane_projection", zero_planes)
+        monkeypatch.setattr(dir_module, "bone_plane_conv", zero_planes)
         zeroed = net(batch["image"])
     assert calls == [(4, 4), (8, 8)]  # strides 16 and 8 of the 64-pixel crop
     # the planes feed the next stage's map: zeroing them changes the last stage and the heads
@@ -199,6 +199,23 @@ def test_pose_metrics():
     assert math.isclose(float(mpjpe(pred, target, torch.tensor([[True] * 9 + [False] * 12]))), 0.0, abs_tol=1e-9)
     assert math.isclose(float(alignment_scale(pred, target)), 0.5, rel_tol=1e-6)
     assert float(mpjpe(alignment_scale(pred, target)[..., None, None] * pred, target)) < 1e-7
+
+
+def test_fused_plane_reduction_is_the_projection_then_reduce():
+    """bone_plane_conv in the stages gives what DIR's two steps give with the same weights (the
+    shipped weights, loaded unchanged): the planes, then stage.reduce."""
+    net = InteractingHandsNet.pretrained()
+    gen = torch.Generator().manual_seed(3)
+    uv = torch.rand(2, 42, 2, generator=gen) * 1.6 - 0.8
+    for stage, size in zip(net.stages, [(8, 8), (16, 16)]):
+        feats = torch.randn(2, 42, stage.plane_features.out_features, generator=gen)
+        x = torch.zeros(2, 1, *size)
+        with torch.no_grad():
+            fused = net.reduce_planes(stage, uv, feats, x)
+            planes = bone_plane_projection(uv, feats, net.bones, size, radius=stage.radius)
+            expected = stage.reduce(planes)
+        assert expected.abs().max() > 0
+        torch.testing.assert_close(fused, expected, rtol=1e-4, atol=1e-5)
 
 
 def test_shipped_weights_reconstruct_held_out_hands():

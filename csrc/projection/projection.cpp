@@ -15,10 +15,7 @@ constexpr int64_t kMaxSize = int64_t(1) << 20;
 // squares and dot products of the pixel geometry cannot overflow float32.
 constexpr int64_t kMaxUV = int64_t(1) << 20;
 
-struct Inputs {
-  at::Tensor uv, feat, bones;
-  Options options;
-};
+}  // namespace
 
 // Validates what every projection op receives and makes it contiguous.
 Inputs validate(const Checker& ck, const at::Tensor& joint_uv, const at::Tensor& joint_feat,
@@ -49,6 +46,8 @@ Inputs validate(const Checker& ck, const at::Tensor& joint_uv, const at::Tensor&
           {height, width, prof, radius, sigma}};
 }
 
+namespace {
+
 template <DeviceOps (*ops)()>
 at::Tensor projection_op(const at::Tensor& joint_uv, const at::Tensor& joint_feat,
                          const at::Tensor& bones, int64_t height, int64_t width, double radius,
@@ -71,7 +70,8 @@ std::tuple<at::Tensor, at::Tensor> projection_backward_op(
   ck.same_dtype(grad_out, "grad_out", joint_uv, "joint_uv");
   ck.same_device(grad_out, "grad_out", joint_uv, "joint_uv");
   const c10::DeviceGuard guard(joint_uv.device());
-  return ops().backward(grad_out.contiguous(), in.uv, in.feat, in.bones, in.options);
+  // read through its strides: the gradient of out.sum() is an expanded scalar, never materialized
+  return ops().backward(grad_out, in.uv, in.feat, in.bones, in.options);
 }
 
 }  // namespace

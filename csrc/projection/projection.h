@@ -5,8 +5,10 @@
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 
+#include <string>
 #include <tuple>
 
+#include "common/checks.h"
 #include "projection/projection_kernels.h"
 
 namespace handgeom::projection {
@@ -41,7 +43,8 @@ at::Tensor forward(const at::Tensor& uv, const at::Tensor& feat, const at::Tenso
   return out;
 }
 
-template <typename Launch>
+// grad_out may have any strides (expanded, sliced, transposed): it is read in place.
+template <int64_t kTile, typename Launch>
 std::tuple<at::Tensor, at::Tensor> backward(const at::Tensor& grad_out, const at::Tensor& uv,
                                             const at::Tensor& feat, const at::Tensor& bones,
                                             const Options& o, const Launch& launch, int64_t chunk) {
@@ -56,9 +59,10 @@ std::tuple<at::Tensor, at::Tensor> backward(const at::Tensor& grad_out, const at
   AT_DISPATCH_FLOATING_TYPES(uv.scalar_type(), "bone_plane_projection_backward", [&] {
     const auto pr = make_problem<scalar_t>(uv, feat, bones, o);
     launch(B * P * n_chunks,
-           BackwardBone<scalar_t>{pr, grad_out.data_ptr<scalar_t>(),
-                                  feat_partial.data_ptr<scalar_t>(),
-                                  geom_partial.data_ptr<scalar_t>(), chunk, n_chunks});
+           BackwardBone<scalar_t, kTile>{pr, grad_out.const_data_ptr<scalar_t>(), grad_out.stride(0),
+                                         grad_out.stride(1), grad_out.stride(2), grad_out.stride(3),
+                                         feat_partial.data_ptr<scalar_t>(),
+                                         geom_partial.data_ptr<scalar_t>(), chunk, n_chunks});
     launch(B * J * (C + 2),
            GatherJoints<scalar_t>{pr, feat_partial.data_ptr<scalar_t>(),
                                   geom_partial.data_ptr<scalar_t>(), n_chunks,
@@ -68,8 +72,8 @@ std::tuple<at::Tensor, at::Tensor> backward(const at::Tensor& grad_out, const at
 }
 
 // The entry points of one device (projection_cpu.cpp, projection_cuda.cu); projection.cpp
-// validates and dispatches. kTile: output columns per forward task; kChunk: channels per
-// backward task.
+// validates and dispatches. kTile: output columns per forward task and box columns per backward
+// tile; kChunk: channels per backward task.
 struct DeviceOps {
   at::Tensor (*forward)(const at::Tensor&, const at::Tensor&, const at::Tensor&, const Options&);
   std::tuple<at::Tensor, at::Tensor> (*backward)(const at::Tensor&, const at::Tensor&, const at::Tensor&,
@@ -83,11 +87,21 @@ DeviceOps make_device_ops() {
         return forward<kTile>(uv, feat, bones, o, Launch{});
       },
       [](const at::Tensor& g, const at::Tensor& uv, const at::Tensor& feat, const at::Tensor& bones,
-         const Options& o) { return backward(g, uv, feat, bones, o, Launch{}, kChunk); },
+         const Options& o) { return backward<kTile>(g, uv, feat, bones, o, Launch{}, kChunk); },
   };
 }
 
 DeviceOps cpu_ops();
 DeviceOps cuda_ops();
+
+// What every op of the family receives, validated (projection.cpp) and made contiguous.
+struct Inputs {
+  at::Tensor uv, feat, bones;
+  Options options;
+};
+
+Inputs validate(const Checker& ck, const at::Tensor& joint_uv, const at::Tensor& joint_feat,
+                const at::Tensor& bones, int64_t height, int64_t width, double radius,
+                const std::string& profile, double sigma);
 
 }  // namespace handgeom::projection

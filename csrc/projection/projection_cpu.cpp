@@ -1,5 +1,6 @@
 // CPU launch of the projection kernels: 32-column forward tiles (vectorized runs), 64 channels per
-// backward task (the pixel geometry computed once per 64 channels).
+// backward task and 32-column backward tiles (the pixel geometry computed once per 64 channels,
+// then one contiguous run of the gradient per channel and row).
 #include "common/parallel.h"
 #include "projection/projection.h"
 

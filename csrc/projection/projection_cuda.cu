@@ -1,5 +1,6 @@
 // CUDA launch of the projection kernels (launch code only; the bodies are projection_kernels.h):
-// one pixel per forward thread (a warp's stores are contiguous), 8 channels per backward thread.
+// one pixel per forward thread (a warp's stores are contiguous), 8 channels per backward thread
+// (visiting its bone's pixels one at a time).
 #include "common/cuda_launch.cuh"
 #include "projection/projection.h"
 

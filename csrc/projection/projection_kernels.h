@@ -125,55 +125,93 @@ struct ForwardTile {
   }
 };
 
-// Backward, one task per (batch, bone, chunk of channels): sums over the box's pixels
+// The joint-position gradient of one lit pixel, added to grad_a and grad_b (pixels): sa, sb are
+// dL/d(m w_a) and dL/d(m w_b) at the pixel (for the projection, sum_c g_c f_a[c] and sum_c g_c
+// f_b[c]; for bone_plane_conv, the tap sums of plane_conv_kernels.h).
+template <typename T>
+HG_HOST_DEVICE void add_geometry_grad(const Problem<T>& pr, const PixelGeometry<T>& g, T sa, T sb,
+                                      Vec2<T>& grad_a, Vec2<T>& grad_b) {
+  // Through the weights: dL/dw_a = m sa, dL/dw_b = m sb, and w depends on |x-a|, |x-b|.
+  const T s = g.ra + g.rb;
+  if (s > T(0)) {
+    const T dra = g.rb / (s * s) * g.m * (sb - sa), drb = g.ra / (s * s) * g.m * (sa - sb);
+    if (g.ra > T(0)) grad_a += g.xa * (-dra / g.ra);
+    if (g.rb > T(0)) grad_b += g.xb * (-drb / g.rb);
+  }
+  // Through the Gaussian mask: d(d^2)/da = -2 (1-t) (x-q), d(d^2)/db = -2 t (x-q).
+  if (pr.profile == kGaussian) {
+    const T coef = (g.wa * sa + g.wb * sb) * g.m / (pr.sigma * pr.sigma);
+    grad_a += g.xq * (coef * (T(1) - g.t));
+    grad_b += g.xq * (coef * g.t);
+  }
+}
+
+// Backward, one task per (batch, bone, chunk of channels): sums over the lit pixels
 //   feat_partial[b,p,0,c] = sum m w_a g_c,  feat_partial[b,p,1,c] = sum m w_b g_c
 //   geom_partial[b,p,k,:] = dL/d(a_x, a_y, b_x, b_y) in pixels, from channels of chunk k.
-// Chunks bound the work per task: the CPU takes 64 channels, CUDA 8 (more threads).
-template <typename T>
+// The incoming gradient is read through its strides (expanded, sliced or transposed gradients
+// are never copied), and only inside the bone's box: per box row, a tile of kTile columns has
+// its geometry computed once, then each channel reads the tile's lit span (one contiguous run
+// when the gradient's columns are). Chunks bound the work per task: the CPU takes 64 channels
+// and 32-column tiles, CUDA 8 channels and single pixels (more threads).
+template <typename T, int64_t kTile>
 struct BackwardBone {
   Problem<T> pr;
-  const T* grad_out;  // [B, P*C, H, W]
-  T* feat_partial;    // [B, P, 2, C], zero-initialized
-  T* geom_partial;    // [B, P, n_chunks, 4]
+  const T* grad_out;  // [B, P*C, H, W] with strides (sB, sC, sH, sW)
+  int64_t sB, sC, sH, sW;
+  T* feat_partial;  // [B, P, 2, C], zero-initialized
+  T* geom_partial;  // [B, P, n_chunks, 4]
   int64_t chunk, n_chunks;
 
   HG_HOST_DEVICE void operator()(int64_t task) const {
     const int64_t k = task % n_chunks, bp = task / n_chunks, p = bp % pr.P, b = bp / pr.P;
-    const int64_t c0 = k * chunk, c1 = hg_min(c0 + chunk, pr.C), HW = pr.H * pr.W;
+    const int64_t c0 = k * chunk, c1 = hg_min(c0 + chunk, pr.C);
     const int64_t ja = pr.bones[2 * p], jb = pr.bones[2 * p + 1];
     const Vec2<T> a = pr.joint_px(b, ja), bb = pr.joint_px(b, jb);
     const T* fa = pr.joint_feat(b, ja);
     const T* fb = pr.joint_feat(b, jb);
-    const T* g_plane = grad_out + bp * pr.C * HW;
+    const T* g_plane = grad_out + b * sB + p * pr.C * sC;
     T* da = feat_partial + bp * 2 * pr.C;
     T* db = da + pr.C;
     Vec2<T> grad_a{T(0), T(0)}, grad_b{T(0), T(0)};
     const PixelBox box = bone_box(pr, a, bb);
     for (int64_t i = box.i0; i < box.i1; ++i) {
-      for (int64_t j = box.j0; j < box.j1; ++j) {
-        const PixelGeometry<T> g = pixel_geometry(pr, Vec2<T>{T(j) + T(0.5), T(i) + T(0.5)}, a, bb);
-        if (g.m == T(0)) continue;
-        T sa = T(0), sb = T(0);  // sum_c g_c f_a[c], sum_c g_c f_b[c]
+      for (int64_t j0 = box.j0; j0 < box.j1; j0 += kTile) {
+        const int64_t n = hg_min(kTile, box.j1 - j0);
+        PixelGeometry<T> g[kTile];
+        T ma[kTile], mb[kTile], sa[kTile], sb[kTile];
+        int64_t t0 = n, t1 = 0;  // the lit span [t0, t1) of the tile
+        for (int64_t t = 0; t < n; ++t) {
+          g[t] = pixel_geometry(pr, Vec2<T>{T(j0 + t) + T(0.5), T(i) + T(0.5)}, a, bb);
+          const bool lit = g[t].m > T(0);
+          ma[t] = lit ? g[t].m * g[t].wa : T(0);
+          mb[t] = lit ? g[t].m * g[t].wb : T(0);
+          sa[t] = sb[t] = T(0);
+          if (lit) {
+            t0 = hg_min(t0, t);
+            t1 = t + 1;
+          }
+        }
+        if (t0 >= t1) continue;
+        const T* g_row = g_plane + i * sH + j0 * sW;
         for (int64_t c = c0; c < c1; ++c) {
-          const T go = g_plane[c * HW + i * pr.W + j];
-          da[c] += g.m * g.wa * go;
-          db[c] += g.m * g.wb * go;
-          sa += go * fa[c];
-          sb += go * fb[c];
+          const T* gc = g_row + c * sC;
+          const T fac = fa[c], fbc = fb[c];
+          T dac = T(0), dbc = T(0);
+          for (int64_t t = t0; t < t1; ++t) {
+            // an unlit pixel inside the span (rounding at the mask's edge) contributes nothing,
+            // whatever the gradient holds there
+            const T go = g[t].m > T(0) ? gc[t * sW] : T(0);
+            dac += ma[t] * go;
+            dbc += mb[t] * go;
+            sa[t] += go * fac;
+            sb[t] += go * fbc;
+          }
+          da[c] += dac;
+          db[c] += dbc;
         }
-        // Through the weights: dL/dw_a = m sa, dL/dw_b = m sb, and w depends on |x-a|, |x-b|.
-        const T s = g.ra + g.rb;
-        if (s > T(0)) {
-          const T dra = g.rb / (s * s) * g.m * (sb - sa), drb = g.ra / (s * s) * g.m * (sa - sb);
-          if (g.ra > T(0)) grad_a += g.xa * (-dra / g.ra);
-          if (g.rb > T(0)) grad_b += g.xb * (-drb / g.rb);
-        }
-        // Through the Gaussian mask: d(d^2)/da = -2 (1-t) (x-q), d(d^2)/db = -2 t (x-q).
-        if (pr.profile == kGaussian) {
-          const T coef = (g.wa * sa + g.wb * sb) * g.m / (pr.sigma * pr.sigma);
-          grad_a += g.xq * (coef * (T(1) - g.t));
-          grad_b += g.xq * (coef * g.t);
-        }
+        for (int64_t t = t0; t < t1; ++t)
+          if (g[t].m > T(0)) add_geometry_grad(pr, g[t], sa[t], sb[t], grad_a, grad_b);
       }
     }
     T* geom = geom_partial + (bp * n_chunks + k) * 4;

@@ -10,9 +10,10 @@ initial regressor's, then each refinement stage's. A stage alternates between DI
    a per-hand Conv1d with an embedding of the root-relative joints, a per-hand GCN on the hand
    skeleton, a cross-hand transformer over the 42 joint tokens, and a regressor to new hand
    parameters and offset;
-3. back to the map: the joint features projected one plane per bone
-   (:func:`handgeom.ops.bone_plane_projection`, 2 hands x 20 bones), reduced by a 3x3 convolution,
-   and merged with the map by a residual block: the next stage's map.
+3. back to the map: the joint features projected one plane per bone (DIR's
+   :func:`handgeom.ops.bone_plane_projection`, 2 hands x 20 bones) and reduced by a 3x3
+   convolution, the two fused in :func:`handgeom.ops.bone_plane_conv` (the planes are never
+   built), then merged with the map by a residual block: the next stage's map.
 
 Hands are handgeom :class:`~handgeom.hand.HandParams` (6D root rotation, 21 joint angles mapped
 into their limits, 20 bone lengths as log-ratios to the defaults, bounded to ±ln 1.5) through
@@ -34,7 +35,7 @@ from handgeom.hand import HandModel, HandParams
 from handgeom.hand.skeleton import BONES, DEFAULT_BONE_LENGTHS
 from handgeom.models.backbone import ResNet, conv_bn_relu, norm2d
 from handgeom.models.pretrained import WEIGHTS, load_pretrained
-from handgeom.ops.projection import bone_plane_projection, sample_joint_features
+from handgeom.ops.projection import bone_plane_conv, sample_joint_features
 
 __all__ = ["DIRConfig", "PRESETS", "InteractingHandsNet", "OFFSET_SCALE", "PARAM_SIZE", "PRETRAINED"]
 
@@ -282,6 +283,18 @@ class InteractingHandsNet(nn.Module):
         out["joints_uv"], out["verts_uv"] = project(out["joints"]), project(out["verts"])
         return out
 
+    def reduce_planes(self, stage: RefinementStage, uv: torch.Tensor, feats: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """``stage.reduce`` of the joint features' bone planes: its first 3x3 convolution fused with
+        the projection (:func:`handgeom.ops.bone_plane_conv`, which never builds the 40 planes), then
+        the rest of ``stage.reduce`` (norm, ReLU, 1x1 convolution) with its own weights."""
+        first, rest = stage.reduce[0], stage.reduce[1:]
+        conv = first[0]
+        dtype = torch.float64 if x.dtype == torch.float64 else torch.float32  # the op's dtypes
+        reduced = bone_plane_conv(uv.to(dtype), feats.to(dtype), self.bones, conv.weight.to(dtype),
+                                  None if conv.bias is None else conv.bias.to(dtype),
+                                  size=tuple(x.shape[-2:]), radius=stage.radius).to(x.dtype)
+        return rest(first[1:](reduced))
+
     def forward(self, images: torch.Tensor) -> list[dict]:
         self._check(images)
         maps = self.backbone((images - self.mean) / self.std)
@@ -309,9 +322,8 @@ class InteractingHandsNet(nn.Module):
                                              for s in range(2)], 1)
             offset = prev["offset"] / OFFSET_SCALE + stage.regress_offset(torch.cat([tokens.flatten(1), prev["offset"] / OFFSET_SCALE], 1))
             out = self.hand_output(raw, offset)
-            planes = bone_plane_projection(out["joints_uv"].flatten(1, 2).float(), stage.plane_features(tokens).float(),
-                                           self.bones, tuple(x.shape[-2:]), radius=stage.radius).to(x.dtype)
-            x = stage.fuse(torch.cat([x, stage.reduce(planes)], 1))
+            x = stage.fuse(torch.cat([x, self.reduce_planes(stage, out["joints_uv"].flatten(1, 2),
+                                                            stage.plane_features(tokens), x)], 1))
             outputs.append(out)
         outputs[-1]["seg"] = self.seg_head(x)
         outputs[-1]["dense"] = self.dense_head(x)

@@ -1,0 +1,355 @@
+// Kernel bodies of bone_plane_conv, shared by the CPU and CUDA launchers: the convolution of the
+// multi-plane projection (projection_kernels.h) without the planes. With plane p's value at
+// pixel s being ma_p(s) f_a + mb_p(s) f_b (ma = m w_a, mb = m w_b), and W_{p,t} the [O, C] slice
+// of the weight for plane p and tap t = (dy, dx) of a k x k kernel (h = k / 2),
+//   out[o, q] = bias[o] + sum_p sum_t ma_p(q + d_t) A[p,t,o] + mb_p(q + d_t) B[p,t,o],
+//   A[p,t,:] = W_{p,t} f_a,  B[p,t,:] = W_{p,t} f_b,  d_t = (dy - h, dx - h),
+// by linearity; ma_p, mb_p are 0 outside the bone's box, so only lit pixels are visited.
+//
+// Layouts (O padded to Op, a multiple of the launcher's vector chunk, with zeros):
+//   masks [B, P, H, W, 2] (ma, mb)      boxes [B, P, 4] (i0, i1, j0, j1)
+//   wt    [P, C, k*k, Op]  the weight, output channel last (WeightLayout)
+//   taps  [B, P, 2, k*k, Op]  A and B      gtaps: their gradients, same layout
+#pragma once
+
+#include "projection/projection_kernels.h"
+
+namespace handgeom::projection {
+
+template <typename T>
+struct ConvProblem {
+  Problem<T> pr;
+  int64_t O, Op, k;  // output channels, padded, kernel side (odd)
+
+  HG_HOST_DEVICE int64_t taps() const { return k * k; }
+  HG_HOST_DEVICE int64_t half() const { return k / 2; }
+};
+
+// a[0] + ... + a[N - 1] as a tree of N / 2, N / 4, ... lanes (a vector add per level when N is
+// a power of two; a sequential float sum could not be vectorized). Destroys a.
+template <int64_t N, typename T>
+HG_CLONE_INLINE T tree_sum(T* a) {
+  if constexpr (N > 1) {
+    constexpr int64_t half = N / 2;
+    for (int64_t j = 0; j < half; ++j) a[j] += a[j + half];
+    if constexpr (N % 2) a[0] += a[N - 1];
+    return tree_sum<half>(a);
+  } else {
+    return a[0];
+  }
+}
+
+// One task per (batch, bone, row): the row's ma, mb (0 outside the mask), exactly as the
+// projection's forward computes them; the row-0 task also writes the bone's box. Compiled for
+// the baseline ISA like ForwardTile, so both ops light the same pixels with the same weights.
+template <typename T>
+struct BoneMasks {
+  Problem<T> pr;
+  T* masks;
+  int64_t* boxes;
+
+  HG_HOST_DEVICE void operator()(int64_t task) const {
+    const int64_t i = task % pr.H, bp = task / pr.H, p = bp % pr.P, b = bp / pr.P;
+    const int64_t ja = pr.bones[2 * p], jb = pr.bones[2 * p + 1];
+    const Vec2<T> a = pr.joint_px(b, ja), bb = pr.joint_px(b, jb);
+    const PixelBox box = bone_box(pr, a, bb);
+    if (i == 0) {
+      int64_t* bx = boxes + bp * 4;
+      bx[0] = box.i0;
+      bx[1] = box.i1;
+      bx[2] = box.j0;
+      bx[3] = box.j1;
+    }
+    T* row = masks + (bp * pr.H + i) * pr.W * 2;
+    const bool in_rows = i >= box.i0 && i < box.i1;
+    for (int64_t j = 0; j < pr.W; ++j) {
+      T ma = T(0), mb = T(0);
+      if (in_rows && j >= box.j0 && j < box.j1) {
+        const PixelGeometry<T> g = pixel_geometry(pr, Vec2<T>{T(j) + T(0.5), T(i) + T(0.5)}, a, bb);
+        if (g.m > T(0)) {
+          ma = g.m * g.wa;
+          mb = g.m * g.wb;
+        }
+      }
+      row[2 * j] = ma;
+      row[2 * j + 1] = mb;
+    }
+  }
+};
+
+// The weight in the kernels' layout, one task per (input channel, chunk of kO outputs):
+//   wt[pc, t, o] = weight[o, pc, t] for o < O, 0 for the padding up to Op.
+// Consecutive tasks take consecutive input channels, which share the weight's cache lines.
+template <typename T, int64_t kO>
+struct WeightLayout {
+  ConvProblem<T> cp;
+  const T* weight;  // [O, P*C, k*k] contiguous
+  T* wt;            // [P*C, k*k, Op]
+
+  HG_HOST_DEVICE int64_t tasks() const { return cp.pr.P * cp.pr.C * (cp.Op / kO); }
+
+  HG_HOST_DEVICE void operator()(int64_t task) const {
+    const int64_t planes = cp.pr.P * cp.pr.C, kk = cp.taps();
+    const int64_t pc = task % planes, o0 = (task / planes) * kO;
+    for (int64_t t = 0; t < kk; ++t) {
+      T* dst = wt + (pc * kk + t) * cp.Op + o0;
+      for (int64_t o = 0; o < kO; ++o) dst[o] = o0 + o < cp.O ? weight[((o0 + o) * planes + pc) * kk + t] : T(0);
+    }
+  }
+};
+
+// The tap products, one task per (block of kB samples, bone, tap, chunk of kO output channels):
+//   taps[b,p,0,t,o] = sum_c wt[p,c,t,o] f_a[c],  taps[b,p,1,t,o] = sum_c wt[p,c,t,o] f_b[c].
+// The weight chunk is read once for 2 kB accumulator rows.
+template <typename T, int64_t kB, int64_t kO>
+struct ConvTaps {
+  ConvProblem<T> cp;
+  const T* wt;
+  T* taps;
+
+  HG_HOST_DEVICE int64_t tasks() const {
+    const Problem<T>& pr = cp.pr;
+    return (pr.B + kB - 1) / kB * pr.P * cp.taps() * (cp.Op / kO);
+  }
+
+  HG_CPU_CLONES HG_HOST_DEVICE void operator()(int64_t task) const {
+    const Problem<T>& pr = cp.pr;
+    const int64_t kk = cp.taps(), n_oc = cp.Op / kO;
+    const int64_t oc = task % n_oc, r = task / n_oc, t = r % kk, r2 = r / kk, p = r2 % pr.P;
+    const int64_t b0 = (r2 / pr.P) * kB, o0 = oc * kO;
+    const int64_t nb = hg_min(kB, pr.B - b0);
+    const T* f[kB][2];
+    for (int64_t i = 0; i < kB; ++i)
+      for (int64_t s = 0; s < 2; ++s)  // blocks past the batch read sample b0 (not written)
+        f[i][s] = pr.joint_feat(i < nb ? b0 + i : b0, pr.bones[2 * p + s]);
+    T acc[kB][2][kO];
+    for (int64_t i = 0; i < kB; ++i)
+      for (int64_t s = 0; s < 2; ++s)
+        for (int64_t o = 0; o < kO; ++o) acc[i][s][o] = T(0);
+    for (int64_t c = 0; c < pr.C; ++c) {
+      const T* w = wt + ((p * pr.C + c) * kk + t) * cp.Op + o0;
+      for (int64_t i = 0; i < kB; ++i) {
+        const T fa = f[i][0][c], fb = f[i][1][c];
+        for (int64_t o = 0; o < kO; ++o) {
+          acc[i][0][o] += fa * w[o];
+          acc[i][1][o] += fb * w[o];
+        }
+      }
+    }
+    for (int64_t i = 0; i < nb; ++i)
+      for (int64_t s = 0; s < 2; ++s) {
+        T* dst = taps + (((b0 + i) * pr.P + p) * 2 + s) * kk * cp.Op + t * cp.Op + o0;
+        for (int64_t o = 0; o < kO; ++o) dst[o] = acc[i][s][o];
+      }
+  }
+};
+
+// Forward, one task per (batch, chunk of kO output channels, row, tile of kX columns): each
+// output element is written once, by its task; per bone whose box (grown by h) reaches the
+// tile, per tap, each lit source pixel adds ma A + mb B. The CPU takes 8 x 32 tiles, CUDA
+// single elements (x fastest across threads: a warp's stores are contiguous).
+template <typename T, int64_t kX, int64_t kO>
+struct ConvForward {
+  ConvProblem<T> cp;
+  const T* masks;
+  const int64_t* boxes;
+  const T* taps;
+  const T* bias;  // [O] or null
+  T* out;         // [B, O, H, W]
+
+  HG_HOST_DEVICE int64_t x_tiles() const { return (cp.pr.W + kX - 1) / kX; }
+  HG_HOST_DEVICE int64_t tasks() const { return cp.pr.B * (cp.Op / kO) * cp.pr.H * x_tiles(); }
+
+  HG_CPU_CLONES HG_HOST_DEVICE void operator()(int64_t task) const {
+    const Problem<T>& pr = cp.pr;
+    const int64_t n_xt = x_tiles(), n_oc = cp.Op / kO, kk = cp.taps(), h = cp.half();
+    const int64_t xt = task % n_xt, r = task / n_xt, y = r % pr.H, r2 = r / pr.H;
+    const int64_t oc = r2 % n_oc, b = r2 / n_oc;
+    const int64_t x0 = xt * kX, nx = hg_min(kX, pr.W - x0), o0 = oc * kO;
+    T acc[kX][kO];
+    for (int64_t xi = 0; xi < kX; ++xi)
+      for (int64_t o = 0; o < kO; ++o) acc[xi][o] = T(0);
+    for (int64_t p = 0; p < pr.P; ++p) {
+      const int64_t bp = b * pr.P + p;
+      const int64_t* bx = boxes + bp * 4;
+      const int64_t i0 = bx[0], i1 = bx[1], j0 = bx[2], j1 = bx[3];
+      if (y + h < i0 || y - h >= i1 || x0 + nx - 1 + h < j0 || x0 - h >= j1) continue;
+      const T* mp = masks + bp * pr.H * pr.W * 2;
+      const T* tp = taps + bp * 2 * kk * cp.Op + o0;
+      for (int64_t dy = 0; dy < cp.k; ++dy) {
+        const int64_t sy = y + dy - h;
+        if (sy < i0 || sy >= i1) continue;
+        for (int64_t dx = 0; dx < cp.k; ++dx) {
+          const int64_t t = dy * cp.k + dx;
+          const T* ta = tp + t * cp.Op;
+          const T* tb = ta + kk * cp.Op;
+          for (int64_t xi = 0; xi < nx; ++xi) {
+            const int64_t sx = x0 + xi + dx - h;
+            if (sx < j0 || sx >= j1) continue;
+            const T ma = mp[(sy * pr.W + sx) * 2], mb = mp[(sy * pr.W + sx) * 2 + 1];
+            if (ma == T(0) && mb == T(0)) continue;  // unlit (a lit pixel has ma + mb = m > 0)
+            for (int64_t o = 0; o < kO; ++o) acc[xi][o] += ma * ta[o] + mb * tb[o];
+          }
+        }
+      }
+    }
+    const int64_t no = hg_min(kO, cp.O - o0);
+    for (int64_t o = 0; o < no; ++o) {
+      const T bo = bias ? bias[o0 + o] : T(0);
+      T* dst = out + ((b * cp.O + o0 + o) * pr.H + y) * pr.W + x0;
+      for (int64_t xi = 0; xi < nx; ++xi) dst[xi] = acc[xi][o] + bo;
+    }
+  }
+};
+
+// Backward through the pixels, one task per (batch, bone, chunk of kO output channels): over the
+// bone's lit pixels s and taps t with q = s - d_t in the image,
+//   gtaps[b,p,0,t,o] = sum_s ma(s) g[o,q],  gtaps[b,p,1,t,o] = sum_s mb(s) g[o,q],
+// and per pixel the tap sums sa = sum_{t,o} A[t,o] g[o,q], sb likewise (dL/d ma, dL/d mb), which
+// give the chunk's share of the joint-position gradient (add_geometry_grad). g is read through
+// its strides (the host passes a channels-last gradient so that a chunk is one contiguous run).
+template <typename T, int64_t kO>
+struct ConvBackwardBone {
+  ConvProblem<T> cp;
+  const T* masks;
+  const int64_t* boxes;
+  const T* taps;
+  const T* grad_out;  // [B, O, H, W] with strides (sB, sO, sH, sW)
+  int64_t sB, sO, sH, sW;
+  T* gtaps;         // written whole (chunk by chunk) by its tasks
+  T* geom_partial;  // [B, P, Op / kO, 4]
+
+  HG_HOST_DEVICE int64_t chunks() const { return cp.Op / kO; }
+
+  HG_CPU_CLONES HG_HOST_DEVICE void operator()(int64_t task) const {
+    const Problem<T>& pr = cp.pr;
+    const int64_t n_oc = chunks(), kk = cp.taps(), h = cp.half();
+    const int64_t oc = task % n_oc, bp = task / n_oc, p = bp % pr.P, b = bp / pr.P, o0 = oc * kO;
+    const bool full = o0 + kO <= cp.O;  // no padded channel in the chunk
+    const int64_t* bx = boxes + bp * 4;
+    const T* mp = masks + bp * pr.H * pr.W * 2;
+    const T* ta = taps + bp * 2 * kk * cp.Op + o0;
+    const T* tb = ta + kk * cp.Op;
+    T* ga = gtaps + bp * 2 * kk * cp.Op + o0;
+    T* gb = ga + kk * cp.Op;
+    for (int64_t t = 0; t < kk; ++t)
+      for (int64_t o = 0; o < kO; ++o) ga[t * cp.Op + o] = gb[t * cp.Op + o] = T(0);
+    const int64_t ja = pr.bones[2 * p], jb = pr.bones[2 * p + 1];
+    const Vec2<T> a = pr.joint_px(b, ja), bb = pr.joint_px(b, jb);
+    Vec2<T> grad_a{T(0), T(0)}, grad_b{T(0), T(0)};
+    const T* g_sample = grad_out + b * sB + o0 * sO;
+    for (int64_t sy = bx[0]; sy < bx[1]; ++sy) {
+      for (int64_t sx = bx[2]; sx < bx[3]; ++sx) {
+        const T ma = mp[(sy * pr.W + sx) * 2], mb = mp[(sy * pr.W + sx) * 2 + 1];
+        if (ma == T(0) && mb == T(0)) continue;
+        T sav[kO], sbv[kO];
+        for (int64_t o = 0; o < kO; ++o) sav[o] = sbv[o] = T(0);
+        for (int64_t dy = 0; dy < cp.k; ++dy) {
+          const int64_t qy = sy - dy + h;
+          if (qy < 0 || qy >= pr.H) continue;
+          for (int64_t dx = 0; dx < cp.k; ++dx) {
+            const int64_t qx = sx - dx + h;
+            if (qx < 0 || qx >= pr.W) continue;
+            const int64_t t = dy * cp.k + dx;
+            const T* g = g_sample + qy * sH + qx * sW;
+            T gv[kO];
+            if (full && sO == 1) {
+              for (int64_t o = 0; o < kO; ++o) gv[o] = g[o];
+            } else {
+              for (int64_t o = 0; o < kO; ++o) gv[o] = o0 + o < cp.O ? g[o * sO] : T(0);
+            }
+            T* gat = ga + t * cp.Op;
+            T* gbt = gb + t * cp.Op;
+            const T* tat = ta + t * cp.Op;
+            const T* tbt = tb + t * cp.Op;
+            for (int64_t o = 0; o < kO; ++o) {
+              gat[o] += ma * gv[o];
+              gbt[o] += mb * gv[o];
+              sav[o] += tat[o] * gv[o];
+              sbv[o] += tbt[o] * gv[o];
+            }
+          }
+        }
+        const T sa = tree_sum<kO>(sav), sb = tree_sum<kO>(sbv);
+        const PixelGeometry<T> geo = pixel_geometry(pr, Vec2<T>{T(sx) + T(0.5), T(sy) + T(0.5)}, a, bb);
+        if (geo.m > T(0)) add_geometry_grad(pr, geo, sa, sb, grad_a, grad_b);
+      }
+    }
+    T* geom = geom_partial + (bp * n_oc + oc) * 4;
+    geom[0] = grad_a.x;
+    geom[1] = grad_a.y;
+    geom[2] = grad_b.x;
+    geom[3] = grad_b.y;
+  }
+};
+
+// The weight's gradient, one task per (bone, block of kC channels, chunk of kO outputs), every
+// tap in turn:
+//   grad_weight[o, p*C + c, t] = sum_b f_a[b,c] gtaps[b,p,0,t,o] + f_b[b,c] gtaps[b,p,1,t,o],
+// written in the weight's own layout (the task's outputs for one o are kC * k*k consecutive
+// elements, which stay in cache while its taps are written).
+template <typename T, int64_t kC, int64_t kO>
+struct ConvGradWeight {
+  ConvProblem<T> cp;
+  const T* gtaps;
+  T* grad_weight;  // [O, P*C, k*k]
+
+  HG_HOST_DEVICE int64_t c_blocks() const { return (cp.pr.C + kC - 1) / kC; }
+  HG_HOST_DEVICE int64_t tasks() const { return cp.pr.P * c_blocks() * (cp.Op / kO); }
+
+  HG_CPU_CLONES HG_HOST_DEVICE void operator()(int64_t task) const {
+    const Problem<T>& pr = cp.pr;
+    const int64_t kk = cp.taps(), n_oc = cp.Op / kO, n_cb = c_blocks(), planes = pr.P * pr.C;
+    const int64_t oc = task % n_oc, r = task / n_oc, cb = r % n_cb, p = r / n_cb;
+    const int64_t c0 = cb * kC, o0 = oc * kO;
+    const int64_t nc = hg_min(kC, pr.C - c0), no = hg_min(kO, cp.O - o0);
+    for (int64_t t = 0; t < kk; ++t) {
+      T acc[kC][kO];
+      for (int64_t ci = 0; ci < kC; ++ci)
+        for (int64_t o = 0; o < kO; ++o) acc[ci][o] = T(0);
+      for (int64_t b = 0; b < pr.B; ++b) {
+        for (int64_t s = 0; s < 2; ++s) {
+          const T* f = pr.joint_feat(b, pr.bones[2 * p + s]) + c0;
+          const T* g = gtaps + ((b * pr.P + p) * 2 + s) * kk * cp.Op + t * cp.Op + o0;
+          for (int64_t ci = 0; ci < kC; ++ci) {
+            const T fc = ci < nc ? f[ci] : T(0);
+            for (int64_t o = 0; o < kO; ++o) acc[ci][o] += fc * g[o];
+          }
+        }
+      }
+      for (int64_t o = 0; o < no; ++o)
+        for (int64_t ci = 0; ci < nc; ++ci)
+          grad_weight[((o0 + o) * planes + p * pr.C + c0 + ci) * kk + t] = acc[ci][o];
+    }
+  }
+};
+
+// The endpoint features' gradient per bone, one task per (batch, bone, channel):
+//   feat_partial[b,p,s,c] = sum_{t,o} wt[p,c,t,o] gtaps[b,p,s,t,o],
+// gathered per joint by GatherJoints. kO lanes of partial sums, added as a tree at the end.
+template <typename T, int64_t kO>
+struct ConvGradFeat {
+  ConvProblem<T> cp;
+  const T* wt;
+  const T* gtaps;
+  T* feat_partial;  // [B, P, 2, C]
+
+  HG_CPU_CLONES HG_HOST_DEVICE void operator()(int64_t task) const {
+    const Problem<T>& pr = cp.pr;
+    const int64_t kk = cp.taps(), c = task % pr.C, bp = task / pr.C, p = bp % pr.P;
+    const T* w = wt + (p * pr.C + c) * kk * cp.Op;
+    const T* ga = gtaps + bp * 2 * kk * cp.Op;
+    const T* gb = ga + kk * cp.Op;
+    T sa[kO], sb[kO];
+    for (int64_t o = 0; o < kO; ++o) sa[o] = sb[o] = T(0);
+    for (int64_t i = 0; i < kk * cp.Op; i += kO)
+      for (int64_t o = 0; o < kO; ++o) {
+        sa[o] += w[i + o] * ga[i + o];
+        sb[o] += w[i + o] * gb[i + o];
+      }
+    feat_partial[(bp * 2) * pr.C + c] = tree_sum<kO>(sa);
+    feat_partial[(bp * 2 + 1) * pr.C + c] = tree_sum<kO>(sb);
+  }
+};
+
+}  // namespace handgeom::projection

@@ -4,6 +4,7 @@ from handgeom.models.backbone import ResNet
 from handgeom.models.dir import InteractingHandsNet
 from handgeom.models.occupancy import HandOccupancyNet
 from handgeom.models.siagcn import SIAGCN, SiaPoseHead, hand_graph_edges, heatmap_keypoints
+from handgeom.models.uplift import SkeletonRefiner, TwoHandUplift
 
 __all__ = ["InteractingHandsNet", "ResNet", "HandOccupancyNet", "SIAGCN", "SiaPoseHead", "hand_graph_edges",
-           "heatmap_keypoints"]
+           "heatmap_keypoints", "TwoHandUplift", "SkeletonRefiner"]

@@ -25,9 +25,9 @@ The hands go through :class:`~handgeom.hand.HandModel`, so skeletons and meshes 
 ``offset [B, 3]`` metres; ``params``: ``[right, left]`` :class:`~handgeom.hand.HandParams`.
 :func:`handgeom.losses.placed_meshes` places both hands in one frame.
 
-Sizes (:data:`PRESETS`): ``cpu`` 1.7 M parameters (width 512, two residual blocks per
-sub-module; trains on 2 CPU cores in minutes and wrote the shipped weights), ``paper`` 9.6 M
-(width 1024, the paper's 9.5 M), ``tiny`` for smoke tests.
+Sizes (:data:`PRESETS`): ``cpu`` 0.48 M parameters (width 256, one residual block of two
+layers per sub-module; trains on 2 CPU cores in minutes and wrote the shipped weights),
+``paper`` 9.6 M (width 880, two blocks: the paper's 9.5 M), ``tiny`` for smoke tests.
 """
 
 from __future__ import annotations
@@ -98,6 +98,7 @@ class _TwoHandNet(nn.Module):
 
     dims: int  # coordinates per input keypoint
     where: str  # the name in error messages
+    kind: str  # the training system's name for it (handgeom.train.uplift.KINDS)
 
     def __init__(self, preset: str | UpliftConfig = "cpu"):
         super().__init__()
@@ -148,6 +149,20 @@ class _TwoHandNet(nn.Module):
         out["joints"], out["verts"] = torch.stack(out["joints"], 1), torch.stack(out["verts"], 1)
         return out
 
+    @classmethod
+    def load(cls, path: str | Path, device: torch.device | str | None = None) -> "_TwoHandNet":
+        """A network from weights written by :func:`handgeom.train.export_weights` (``handgeom
+        export uplift``), in eval mode, with its training record as ``net.record``."""
+        shipped = torch.load(path, map_location="cpu", weights_only=True)
+        record = shipped["record"]
+        if record.get("system") != "uplift" or record["model"].get("kind", "uplift") != cls.kind:
+            raise ValueError(f"{cls.where}.load: {path} holds {record.get('system')} "
+                             f"{record['model'].get('kind', '')} weights, not {cls.kind} weights")
+        net = cls(record["model"]["preset"])
+        net.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in shipped["state_dict"].items()})
+        net.record = record
+        return net.eval().to(device)
+
     @property
     def faces(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The right and left meshes' faces."""
@@ -168,6 +183,7 @@ class TwoHandUplift(_TwoHandNet):
 
     dims = 2
     where = "TwoHandUplift"
+    kind = "uplift"
 
     def views(self, x: torch.Tensor) -> torch.Tensor:
         return torch.stack([x.flatten(1), swap_mirror_keypoints(x).flatten(1)], 1)
@@ -185,11 +201,7 @@ class TwoHandUplift(_TwoHandNet):
         if not path.is_file():
             raise FileNotFoundError(f"TwoHandUplift.pretrained: {path} is missing; `python -m "
                                     "handgeom.experiments.two_hands --export` writes it")
-        shipped = torch.load(path, map_location="cpu", weights_only=True)
-        net = cls(shipped["record"]["model"]["preset"])
-        net.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in shipped["state_dict"].items()})
-        net.record = shipped["record"]
-        return net.eval().to(device)
+        return cls.load(path, device)
 
 
 class SkeletonRefiner(_TwoHandNet):
@@ -204,6 +216,7 @@ class SkeletonRefiner(_TwoHandNet):
 
     dims = 3
     where = "SkeletonRefiner"
+    kind = "refiner"
 
     def views(self, x: torch.Tensor) -> torch.Tensor:
         def view(pair: torch.Tensor) -> torch.Tensor:  # relative to the first hand's root

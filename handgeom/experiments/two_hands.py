@@ -100,10 +100,6 @@ def count_pairs(out: dict[str, torch.Tensor], faces: tuple[torch.Tensor, torch.T
                                           resolution) for i in range(0, len(right), batch)])
 
 
-def _ckpt(directory: Path) -> Path:
-    return directory / "last.pt"
-
-
 class _Runner:
     def __init__(self, out: Path, sizes: Sizes, progress: bool):
         self.out, self.sizes, self.progress = out, sizes, progress
@@ -112,13 +108,18 @@ class _Runner:
 
     def fit(self, preset: str, name: str, steps: int, loss: dict[str, float] | None = None,
             init: Path | None = None) -> dict:
-        """A run of the training loop (kept when it finished before), and its validation metrics."""
+        """A run of the training loop (kept when the same run finished before), and its validation
+        metrics."""
         directory = self.out / "runs" / name
-        path = _ckpt(directory)
-        if not path.is_file() or (torch.load(path, map_location="cpu", weights_only=False).get("final") is None):
+        path = directory / "last.pt"
+        lr = self.sizes.finetune_lr if init is not None else None
+        state = torch.load(path, map_location="cpu", weights_only=False) if path.is_file() else {}
+        asked = (preset, steps, lr or system.PRESETS[preset].lr, str(init) if init is not None else None)
+        if state.get("final") is None or (state["preset"], state["config"]["steps"], state["config"]["lr"],
+                                          state["config"]["init"]) != asked:
             train(system, preset, self.data, directory, steps=steps, batch=self.sizes.batch, loss_weights=loss,
-                  lr=self.sizes.finetune_lr if init is not None else None, init=init, progress=self.progress)
-        state = torch.load(path, map_location="cpu", weights_only=False)
+                  lr=lr, init=init, progress=self.progress)
+            state = torch.load(path, map_location="cpu", weights_only=False)
         return {"name": name, "checkpoint": str(path), "loss": state["config"]["loss"], "val": state["final"]["eval"],
                 "train_seconds": state["final"]["train_seconds"]}
 
@@ -365,10 +366,13 @@ def run(out: Path, sizes: Sizes = DEFAULT, progress: bool = True, export: bool =
 
 def _export(studies: dict, rows: list[dict]) -> None:
     """The uplift's control (baseline) and chosen fine-tuned weights as the shipped files."""
+    base = torch.load(studies["uplift"]["base"]["checkpoint"], map_location="cpu", weights_only=False)
     for fine_tuned, (run, label) in {False: (studies["uplift"]["control"], "baseline"),
                                      True: (studies["uplift"]["chosen"], "+ intersection loss")}.items():
         row = next(r for r in rows if r["model"] == "uplift" and r["row"] == label)
-        held_out = {k: v for k, v in row.items() if k != "per_pair"}
+        held_out = {**{k: v for k, v in row.items() if k != "per_pair"}, "test_pairs": len(row["per_pair"]["mpjpe"]),
+                    "fine_tuned_from": {"steps": base["step"], "train_seconds": base["final"]["train_seconds"],
+                                        "lr": base["config"]["lr"], "batch": base["config"]["batch"]}}
         export_weights(Path(run["checkpoint"]), PRETRAINED[fine_tuned], held_out=held_out, system=system.name)
 
 

@@ -12,9 +12,10 @@ and the hand-hand intersections that disappear.
    (:mod:`handgeom.train.loop`, system :mod:`handgeom.train.uplift`), then clones fine-tuned from
    it for the same number of steps: the control (no new term: the table's baseline row, so that
    extra training is not credited to the loss), the intersection loss over the paper's options
-   (point sets sparse / dense / mesh, single hand or the flipped pair α = 1, squared or
-   truncated, a sweep of weights) and handgeom's exact alternative, ``penetration`` between the
-   two predicted meshes.
+   (a sweep of weights with dense points, the flipped pair α = 1, squared; then, at the chosen
+   weight, one option changed at a time: sparse or mesh points, the single hand α = 0, truncated;
+   ``Sizes(options=None)`` runs all twelve combinations) and handgeom's exact alternative,
+   ``penetration`` between the two predicted meshes (a sweep of weights).
 3. Selection on the validation split, by MPJPE as the paper does, among the settings that remove
    at least ``TARGET`` of the control's validation intersections (ray-cast on a 20³ grid); when
    none does, the setting with the fewest.
@@ -73,11 +74,14 @@ class Sizes:
     val_scenes: int = 300
     test_scenes: int = 2000
     base_steps: int = 2000
-    finetune_steps: int = 120
+    finetune_steps: int = 80
     finetune_lr: float = 2e-4
-    weights: tuple[float, ...] = (1e-3, 3e-3, 1e-2, 3e-2)  # intersection-loss weights, per 121 tested points
-    penetration_weights: tuple[float, ...] = (100.0, 1000.0)
-    options: tuple[tuple[str, float, float], ...] | None = None  # (points, alpha, truncate) swept; None: all
+    weights: tuple[float, ...] = (1e-3, 3e-3, 1e-2)  # intersection-loss weights, per 121 tested points
+    penetration_weights: tuple[float, ...] = (300.0, 3000.0)
+    # (points, alpha, truncate) swept at the chosen weight, one option at a time from (dense, 1, 0);
+    # None: all twelve combinations
+    options: tuple[tuple[str, float, float], ...] | None = (("sparse", 1.0, 0.0), ("mesh", 1.0, 0.0),
+                                                            ("dense", 0.0, 0.0), ("dense", 1.0, 1.0))
     occupancy_resolution: int = 25
     presets: tuple[str, str] = ("cpu", "cpu-refiner")
     batch: int | None = None  # None: the preset's

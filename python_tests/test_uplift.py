@@ -351,3 +351,14 @@ def test_pretrained(fine_tuned):
     out = net(torch.zeros(2, 2, 21, 2))
     assert torch.isfinite(out["joints"]).all()
     assert record["held_out"]["row"] == ("+ intersection loss" if fine_tuned else "baseline")
+
+
+def test_cli_needs_a_pairs_file(capsys, tmp_path):
+    from handgeom.__main__ import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "uplift", "--preset", "tiny", "--out", str(tmp_path)])  # --data defaults to "synthetic"
+    assert exit_info.value.code == 2 and "pairs:PATH" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["train", "uplift", "--preset", "tiny", "--data", "pairs:/no/such/file", "--out", str(tmp_path)])
+    assert "no file" in capsys.readouterr().err

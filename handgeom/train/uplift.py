@@ -47,7 +47,7 @@ from tqdm import tqdm
 
 from handgeom.datasets import SyntheticInteractingHands
 from handgeom.datasets.sample import hand_model
-from handgeom.hand.kinematics import axis_angle_to_matrix
+from handgeom.hand.kinematics import axis_angle_to_matrix, forward_kinematics
 from handgeom.losses import intersection_loss, mirror, mutual_penetration, placed_meshes
 from handgeom.metrics import count_intersections, count_intersections_occupancy, mpjpe
 from handgeom.models.uplift import PRESETS as MODEL_PRESETS
@@ -183,7 +183,8 @@ def corrupt(batch: dict[str, torch.Tensor], kind: str, generator: torch.Generato
         params.rotation = axis_angle_to_matrix(ROTATION_SIGMA * noise(b, 3)) @ batch["rotation"][:, slot].double()
         params.bone_lengths = batch["lengths"][:, slot].double() * (1 + LENGTH_SIGMA * noise(b, 20))
         params.translation = batch["joints_cam"][:, slot, 0].double()
-        hands.append(model(params).joints)
+        hands.append(forward_kinematics(params.angles, params.bone_lengths, params.rotation, params.translation,
+                                        mirror=side == "left")[0])  # the model's joints, without its mesh
     right, left = hands
     towards = torch.nn.functional.normalize(right.mean(1) - left.mean(1), dim=-1)
     left = left + PUSH * uniform(b, 1, 1) * towards[:, None]

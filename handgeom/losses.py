@@ -19,8 +19,8 @@ from handgeom.models.occupancy import HAND_CULL_MARGIN, HandOccupancyNet
 from handgeom.ops.mesh import penetration_loss
 
 __all__ = ["intersection_loss", "hand_query_points", "mirror", "default_occupancy_net", "DIR_WEIGHTS", "dir_targets",
-           "dir_loss", "edge_length_loss", "normal_loss", "mesh_edges", "placed_meshes", "SIAPOSE_WEIGHTS",
-           "single_hand_2d", "heatmap_targets", "heatmap_loss", "siapose_loss"]
+           "dir_loss", "edge_length_loss", "normal_loss", "mesh_edges", "placed_meshes", "mutual_penetration",
+           "SIAPOSE_WEIGHTS", "single_hand_2d", "heatmap_targets", "heatmap_loss", "siapose_loss"]
 
 _DENSE_FRACTIONS = torch.arange(1, 6) / 6  # 5 points inside each bone
 
@@ -171,6 +171,16 @@ def normal_loss(pred: torch.Tensor, target: torch.Tensor, faces: torch.Tensor, m
     return _masked_mean((cos * normal.unsqueeze(-2)).sum(-1).abs(), mask)
 
 
+def mutual_penetration(verts_right: torch.Tensor, faces_right: torch.Tensor, verts_left: torch.Tensor,
+                       faces_left: torch.Tensor) -> torch.Tensor:
+    """``[B]``: the exact penetration of two hands into each other, each hand's mean over its
+    vertices of ``max(-sdf, 0)`` (metres) in the other mesh (:func:`handgeom.ops.penetration_loss`),
+    summed over both ways; differentiable in both meshes' vertices (computed in float32)."""
+    right, left = verts_right.float(), verts_left.float()
+    return (penetration_loss(right, left, faces_left, reduction="none").mean(1)
+            + penetration_loss(left, right, faces_right, reduction="none").mean(1))
+
+
 def placed_meshes(out: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     """Both predicted hands in one frame: the right hand root at the origin, the left at
     ``-offset``: ``(verts_right, verts_left)`` ``[B, V, 3]``."""
@@ -236,8 +246,7 @@ def dir_loss(outputs: list[dict[str, torch.Tensor]], targets: dict[str, torch.Te
                                 points="mesh", verts_left=left, verts_right=right, reduction="none")
         add("occupancy", (occ * pair).sum() / pair.sum().clamp_min(1))
     with torch.set_grad_enabled(torch.is_grad_enabled() and w["penetration"] > 0):
-        pen = (penetration_loss(right.float(), left.float(), faces[1], reduction="none").mean(1)
-               + penetration_loss(left.float(), right.float(), faces[0], reduction="none").mean(1))
+        pen = mutual_penetration(right, faces[0], left, faces[1])
         add("penetration", (pen.to(pair) * pair).sum() / pair.sum().clamp_min(1))
     total = sum((w[k] * v for k, v in terms.items() if w[k] > 0), torch.zeros((), device=right.device))
     return total, {k: v.detach() for k, v in terms.items()}

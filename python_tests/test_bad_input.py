@@ -28,7 +28,7 @@ from handgeom import metrics
 from handgeom.__main__ import main
 from handgeom.hand import HandModel, HandParams, two_hand_preset
 from handgeom.losses import intersection_loss
-from handgeom.models import HandOccupancyNet, InteractingHandsNet
+from handgeom.models import HandOccupancyNet, InteractingHandsNet, SkeletonRefiner, TwoHandUplift
 from handgeom.ops import (MeshBVH, bone_plane_projection, conditioned_mlp, edge_conv2d, penetration_loss,
                           points_inside_mesh, ray_mesh_intersect, sample_joint_features, signed_distance)
 
@@ -243,6 +243,12 @@ BAD = [  # id, call, error, word of the message
     ("dir float64", lambda: dir_net()(torch.rand(1, 3, 64, 64, dtype=F64)), TypeError, "network's dtype"),
     ("dir uint8", lambda: dir_net()(torch.zeros(1, 3, 64, 64, dtype=torch.uint8)), TypeError, "divide by 255"),
     ("dir NaN", lambda: dir_net()(torch.full((1, 3, 64, 64), float("nan"))), ValueError, "images must be finite"),
+    ("uplift 3D keypoints", lambda: TwoHandUplift("tiny")(torch.zeros(1, 2, 21, 3)), ValueError,
+     "keypoints must have shape [B, 2, 21, 2]"),
+    ("uplift float64", lambda: TwoHandUplift("tiny")(torch.zeros(1, 2, 21, 2, dtype=F64)), TypeError, "network's dtype"),
+    ("uplift pretrained flag", lambda: TwoHandUplift.pretrained(intersection_loss=1), TypeError, "intersection_loss"),
+    ("refiner one hand", lambda: SkeletonRefiner("tiny")(torch.zeros(1, 21, 3)), ValueError,
+     "keypoints must have shape [B, 2, 21, 3]"),
 ]
 
 

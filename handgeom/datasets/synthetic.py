@@ -153,9 +153,25 @@ class _Scenes(Dataset):
         """The world-to-camera rotation: uniformly random."""
         return _rotation(g)
 
-    def render(self, hands: dict[str, HandParams], posed: dict[str, tuple[torch.Tensor, torch.Tensor]],
-               obj: tuple | None, g: torch.Generator) -> dict[str, torch.Tensor]:
-        # camera: a view direction and spin (see `camera`), at a random distance, aimed at the scene's centre
+    def annotations(self, index: int, views: int = 1) -> dict[str, torch.Tensor]:
+        """Scene ``index`` without images, for networks whose inputs are keypoints: the hand keys
+        (:func:`hand_entries`) and ``K`` of ``views`` cameras (stacked: ``[views, ...]``), each
+        drawn as :meth:`camera` draws one; the first camera's are ``self[index]``'s values
+        (before ``transform``). A view costs a small fraction of the scene."""
+        if not -self.size <= index < self.size:
+            raise IndexError(f"{type(self).__name__}: index {index} out of range for size {self.size}")
+        if not isinstance(views, int) or views < 1:
+            raise ValueError(f"{type(self).__name__}.annotations: views must be a positive int, got {views!r}")
+        g = self.generator(index % self.size)
+        hands, posed, obj = self.scene(g)
+        samples = [self._view(hands, posed, obj, g)[0] for _ in range(views)]
+        return {k: torch.stack([s[k] for s in samples]) for k in samples[0]}
+
+    def _view(self, hands: dict[str, HandParams], posed: dict[str, tuple[torch.Tensor, torch.Tensor]],
+              obj: tuple | None, g: torch.Generator) -> tuple[dict[str, torch.Tensor], tuple, torch.Tensor, dict]:
+        """The camera (see :meth:`camera`): the sample's hand keys and ``K`` in its crop, the
+        world-to-camera ``(R, t)``, and in float64 the crop's ``K`` and the camera-frame ``posed``."""
+        # a view direction and spin, at a random distance, aimed at the scene's centre
         points = torch.cat([v for _, v in posed.values()] + ([obj[0]] if obj else []))
         centre = (points.amin(0) + points.amax(0)) / 2
         R = self.camera(g)
@@ -165,6 +181,12 @@ class _Scenes(Dataset):
         hands_cam = {side: hands_to_camera(p, R, t) for side, p in hands.items()}
         posed_cam = {side: (j @ R.T + t, v @ R.T + t) for side, (j, v) in posed.items()}  # = the model's, moved
         sample = hand_entries(hands_cam, K, self.resolution, posed=posed_cam)
+        sample["K"] = K.float()
+        return sample, (R, t), K, posed_cam
+
+    def render(self, hands: dict[str, HandParams], posed: dict[str, tuple[torch.Tensor, torch.Tensor]],
+               obj: tuple | None, g: torch.Generator) -> dict[str, torch.Tensor]:
+        sample, (R, t), K, posed_cam = self._view(hands, posed, obj, g)
         meshes, labels = [], []
         for slot, side in enumerate(SIDES):
             if side in hands:
@@ -179,7 +201,6 @@ class _Scenes(Dataset):
         frags, entries = render_labels(meshes, labels, K, self.image_size, self.resolution, normals=True)
         normals = entries.pop("normals")
         sample.update(entries)
-        sample["K"] = K.float()
         sample["image"] = self._shade(meshes, labels, K, frags, normals, g)
         return sample
 

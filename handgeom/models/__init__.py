@@ -5,6 +5,7 @@ from handgeom.models.dir import InteractingHandsNet
 from handgeom.models.occupancy import HandOccupancyNet
 from handgeom.models.siagcn import SIAGCN, SiaPoseHead, hand_graph_edges, heatmap_keypoints
 from handgeom.models.siapose import SiaPose
+from handgeom.models.uplift import SkeletonRefiner, TwoHandUplift
 
 __all__ = ["InteractingHandsNet", "ResNet", "HandOccupancyNet", "SIAGCN", "SiaPose", "SiaPoseHead", "hand_graph_edges",
-           "heatmap_keypoints"]
+           "heatmap_keypoints", "TwoHandUplift", "SkeletonRefiner"]

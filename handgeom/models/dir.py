@@ -37,7 +37,7 @@ from handgeom.models.backbone import ResNet, conv_bn_relu, norm2d
 from handgeom.models.pretrained import WEIGHTS, load_pretrained
 from handgeom.ops.projection import bone_plane_conv, sample_joint_features
 
-__all__ = ["DIRConfig", "PRESETS", "InteractingHandsNet", "OFFSET_SCALE", "PARAM_SIZE", "PRETRAINED"]
+__all__ = ["DIRConfig", "PRESETS", "InteractingHandsNet", "OFFSET_SCALE", "PARAM_SIZE", "PRETRAINED", "regressed_params"]
 
 PRETRAINED = WEIGHTS / "dir_cpu.pt"
 
@@ -49,6 +49,18 @@ PARAM_SIZE = ROT + ANGLES + LENGTHS + CAMERA  # per hand
 # smallest there) and the rotation's gradient vanishes with them.
 LENGTH_RANGE = math.log(1.5)
 TWO_HAND_BONES = torch.tensor(BONES + tuple((a + 21, b + 21) for a, b in BONES))  # [40, 2] over 42 joints
+
+
+def regressed_params(model: HandModel, rotation: torch.Tensor, angle_logits: torch.Tensor,
+                     length_logits: torch.Tensor) -> HandParams:
+    """Root-relative :class:`HandParams` from a regressor's outputs ``[B, 6]``, ``[B, 21]``,
+    ``[B, 20]``: the 6D rotation, joint angles mapped into ``model``'s limits by a sigmoid, bone
+    lengths as bounded log-ratios to the defaults (``LENGTH_RANGE``), translation 0, scale 1."""
+    lo, hi = model.limits[:, 0].to(angle_logits), model.limits[:, 1].to(angle_logits)
+    defaults = torch.tensor(DEFAULT_BONE_LENGTHS, dtype=length_logits.dtype, device=length_logits.device)
+    return HandParams(rotation=rotation, translation=torch.zeros_like(rotation[:, :3]),
+                      bone_lengths=defaults * (LENGTH_RANGE * length_logits.tanh()).exp(),
+                      angles=lo + (hi - lo) * torch.sigmoid(angle_logits), scale=torch.ones_like(rotation[:, 0]))
 
 
 @dataclass(frozen=True)
@@ -236,7 +248,6 @@ class InteractingHandsNet(nn.Module):
         self.dense_head = nn.Sequential(conv_bn_relu(cfg.channels, half, norm=cfg.norm), nn.Conv2d(half, 3, 1))
         self.register_buffer("mean", torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("default_lengths", torch.tensor(DEFAULT_BONE_LENGTHS), persistent=False)
         self.register_buffer("bones", TWO_HAND_BONES, persistent=False)
 
     @classmethod
@@ -267,11 +278,7 @@ class InteractingHandsNet(nn.Module):
         out = {"raw": raw, "offset": offset * OFFSET_SCALE, "params": [], "joints": [], "verts": []}
         for slot, model in enumerate(self.hands):
             r = raw[:, slot]
-            lo, hi = model.limits[:, 0].to(r), model.limits[:, 1].to(r)
-            params = HandParams(rotation=r[:, :ROT], translation=torch.zeros_like(r[:, :3]),
-                                bone_lengths=self.default_lengths.to(r) * (LENGTH_RANGE * r[:, ROT + ANGLES:-CAMERA].tanh()).exp(),
-                                angles=lo + (hi - lo) * torch.sigmoid(r[:, ROT:ROT + ANGLES]),
-                                scale=torch.ones_like(r[:, 0]))
+            params = regressed_params(model, r[:, :ROT], r[:, ROT:ROT + ANGLES], r[:, ROT + ANGLES:-CAMERA])
             hand = model(params)
             out["params"].append(params)
             out["joints"].append(hand.joints)

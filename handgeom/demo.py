@@ -13,8 +13,10 @@
    kept within limits) minimizing the exact signed-distance penetration of each hand's vertices
    and 4 points per face into the other mesh (both directions), the occupancy intersection loss at
    the mesh vertices, and the squared joint displacement from the start.
-4. A table with one row per state (the network's prediction, then the resolution), the time in
-   the network and in each handgeom kernel, the meshes as PLY, ``report.json`` and one figure,
+4. The learned alternative: the shipped :class:`~handgeom.models.SkeletonRefiner` ("Two Hands Are
+   Better Than One"'s 3D-to-3D refiner, fine-tuned with the intersection loss) on the two skeletons.
+5. A table with one row per state (the network's prediction, the optimization, the refiner), the
+   time in the network and in each handgeom kernel, the meshes as PLY, ``report.json`` and one figure,
    ``demo.png``: the image with the predicted 2D skeletons and segmentation, the meshes rendered
    from the camera over it, and the meshes before and after the resolution from a second viewpoint
    with the interpenetration tinted red.
@@ -38,9 +40,10 @@ from handgeom.hand import HandModel, HandParams, two_hand_preset
 from handgeom.hand.kinematics import axis_angle_to_matrix, rotation_matrix
 from handgeom.losses import intersection_loss
 from handgeom.metrics import mpjpe
-from handgeom.models import HandOccupancyNet, InteractingHandsNet
+from handgeom.models import HandOccupancyNet, InteractingHandsNet, SkeletonRefiner
 from handgeom.ops import penetration_loss
-from handgeom.reconstruct import BLUE, DISPLAY, RED, SKIN, Hands, draw_prediction, load_image, measure, pose_hands, predict
+from handgeom.reconstruct import (BLUE, DISPLAY, RED, SKIN, Hands, draw_prediction, load_image, measure, placed_hands,
+                                  pose_hands, predict)
 from handgeom.viz import render_meshes
 
 INPUT_KEYS = ("right_joints", "left_joints")
@@ -272,6 +275,11 @@ def run(image: Path | None = None, sample: int = DEMO_SAMPLE, pose: str | None =
         rows = {"prediction" if network_ms is not None else "input": evaluate(models, before, occupancy, truth, before)}
         after = resolve(models, before, occupancy, steps, WEIGHTS, show_progress)
         rows["optimized (SDF + occupancy)"] = evaluate(models, after, occupancy, truth, before)
+        refiner = SkeletonRefiner.pretrained(device)
+        with torch.no_grad():
+            skeletons = torch.stack([before.right_joints, before.left_joints]).detach()[None]
+            refined = placed_hands(models, refiner(skeletons.to(refiner.offset[-1].weight.dtype)), 0)
+        rows["learned refiner (SkeletonRefiner)"] = evaluate(models, refined, occupancy, truth, before)
     out.mkdir(parents=True, exist_ok=True)
     files = [out / "demo.png"]
     Image.fromarray(figure(models, before, after, panels, view)).save(files[0])
@@ -279,10 +287,10 @@ def run(image: Path | None = None, sample: int = DEMO_SAMPLE, pose: str | None =
         for side, model, verts in (("right", models[0], hands.right_verts), ("left", models[1], hands.left_verts)):
             files.append(out / f"{side}_{name}.ply")
             model.export(verts.detach().cpu(), files[-1])
-    first, *_, last = rows.values()
+    first, optimized = rows["prediction" if network_ms is not None else "input"], rows["optimized (SDF + occupancy)"]
     report = {
         "source": source, "device": device, "steps": steps, "rows": rows,
-        "volume_reduction": 1 - last["volume_cm3"] / max(first["volume_cm3"], 1e-12),
+        "volume_reduction": 1 - optimized["volume_cm3"] / max(first["volume_cm3"], 1e-12),
         "network_ms": network_ms, "kernel_ms": dict(sorted(timer.ms.items(), key=lambda kv: -kv[1])),
         "seconds": time.perf_counter() - started,
         "files": [str(p) for p in files],

@@ -25,8 +25,8 @@ from handgeom.metrics import count_intersections, count_intersections_occupancy,
 from handgeom.models import HandOccupancyNet, InteractingHandsNet
 from handgeom.viz import draw_skeleton, render_pixels
 
-__all__ = ["Crop", "Hands", "ImageError", "Prediction", "draw_prediction", "load_image", "measure", "pose_hands",
-           "predict", "reconstruct_images"]
+__all__ = ["Crop", "Hands", "ImageError", "Prediction", "draw_prediction", "load_image", "measure", "placed_hands",
+           "pose_hands", "predict", "reconstruct_images"]
 
 SKIN, BLUE, RED = (0.85, 0.62, 0.48), (0.45, 0.6, 0.85), (0.9, 0.1, 0.1)  # right hand, left hand, interpenetration
 SKELETON = ((235, 120, 40), (40, 110, 235))  # right, left: 2D skeletons and segmentation tints
@@ -128,14 +128,18 @@ def predict(net: InteractingHandsNet, images: torch.Tensor) -> list[Prediction]:
     size = images.shape[-1]
     to_px = lambda uv: (uv + 1) * size / 2  # [-1, 1] to pixels
     models = (net.hands[0], net.hands[1])
-    predictions = []
-    for b in range(images.shape[0]):
-        right, left = last["params"][0][b], last["params"][1][b]
-        left = HandParams(rotation=left.rotation, translation=-last["offset"][b], bone_lengths=left.bone_lengths,
-                          angles=left.angles, scale=left.scale)
-        predictions.append(Prediction(pose_hands(models, right, left), to_px(last["joints_uv"][b]),
-                                      to_px(last["verts_uv"][b]), last["camera"][b], last["seg"][b]))
-    return predictions
+    return [Prediction(placed_hands(models, last, b), to_px(last["joints_uv"][b]), to_px(last["verts_uv"][b]),
+                       last["camera"][b], last["seg"][b]) for b in range(images.shape[0])]
+
+
+def placed_hands(models: tuple[HandModel, HandModel], out: dict, b: int) -> Hands:
+    """Pair ``b`` of a two-hand network's output (``params`` root-relative and ``offset``, as
+    :class:`InteractingHandsNet` and the uplift models give them) in one frame: the right root at
+    the origin, the left at ``-offset``."""
+    right, left = out["params"][0][b], out["params"][1][b]
+    left = HandParams(rotation=left.rotation, translation=-out["offset"][b], bone_lengths=left.bone_lengths,
+                      angles=left.angles, scale=left.scale)
+    return pose_hands(models, right, left)
 
 
 def draw_prediction(image: torch.Tensor, prediction: Prediction, faces: tuple[torch.Tensor, torch.Tensor],

@@ -353,6 +353,13 @@ def test_pretrained(fine_tuned):
     assert record["held_out"]["row"] == ("+ intersection loss" if fine_tuned else "baseline")
 
 
+def test_pretrained_refiner():
+    net = SkeletonRefiner.pretrained()
+    assert net.record["model"]["kind"] == "refiner" and net.record["held_out"]["row"] == "+ intersection loss"
+    out = net(torch.zeros(1, 2, 21, 3))
+    assert out["joints"].shape == (1, 2, 21, 3) and torch.isfinite(out["joints"]).all()
+
+
 def test_cli_needs_a_pairs_file(capsys, tmp_path):
     from handgeom.__main__ import main
 

@@ -49,6 +49,7 @@ __all__ = ["UpliftConfig", "PRESETS", "TwoHandUplift", "SkeletonRefiner", "POSIT
 
 POSITION_SCALE = 0.15  # metres: 3D inputs and the offset are divided by this (a hand's span)
 PRETRAINED = {False: WEIGHTS / "two_hand_uplift.pt", True: WEIGHTS / "two_hand_uplift_intersection.pt"}
+REFINER = WEIGHTS / "skeleton_refiner.pt"
 ROT, ANGLES, LENGTHS = 6, 21, 20
 BACK_TO_CAMERA = (1.0, 0.0, 0.0, 0.0, -1.0, 0.0)  # the 6D rotation the angle head starts at (as DIR's)
 
@@ -209,6 +210,13 @@ class SkeletonRefiner(_TwoHandNet):
     dims = 3
     where = "SkeletonRefiner"
     kind = "refiner"
+
+    @classmethod
+    def pretrained(cls, device: torch.device | str | None = None) -> "SkeletonRefiner":
+        """The shipped ``cpu`` refiner, fine-tuned with the occupancy intersection loss (mesh points,
+        both hands, squared; the setting ``python -m handgeom.experiments.two_hands`` chose), in
+        eval mode, with its training record as ``net.record``."""
+        return cls.load(REFINER, device)
 
     def views(self, x: torch.Tensor) -> torch.Tensor:
         def view(pair: torch.Tensor) -> torch.Tensor:  # relative to the first hand's root

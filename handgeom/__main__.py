@@ -62,6 +62,14 @@ def _network(weights: Path | None, device: str):
         _fail(f"--weights {weights}: {detail}")
 
 
+def _make_out(out: Path) -> None:
+    """``--out``, made (with its parents) or a one-line error."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        _fail(f"--out {out}: cannot make a directory there ({error.strerror or error})")
+
+
 def _fail(message: str) -> None:
     print(f"handgeom: error: {message}", file=sys.stderr)
     sys.exit(2)
@@ -74,10 +82,7 @@ def demo(args: argparse.Namespace) -> None:
         _fail(f"--steps must be >= 0, got {args.steps}")
     if args.sample < 0:
         _fail(f"--sample must be >= 0, got {args.sample}")
-    try:
-        args.out.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        _fail(f"--out {args.out}: cannot make a directory there ({error.strerror or error})")
+    _make_out(args.out)
     info = handgeom.build_info()
     print(f"handgeom {info['version']} on torch {info['torch_runtime']}, running on {device} "
           f"({info['threads']} CPU threads; CUDA kernels {'compiled for sm_' + info['cuda_archs'] if info['cuda'] else 'not built'}, "
@@ -97,10 +102,7 @@ def reconstruct_command(args: argparse.Namespace) -> None:
     _check_device(device)
     if args.batch < 1:
         _fail(f"--batch must be >= 1, got {args.batch}")
-    try:
-        args.out.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        _fail(f"--out {args.out}: cannot make a directory there ({error.strerror or error})")
+    _make_out(args.out)
     report = reconstruct_images(args.images, args.out, args.batch, device, net=_network(args.weights, device))
     for path, message in report["failed"].items():
         print(f"handgeom: skipped {message}", file=sys.stderr)

@@ -14,6 +14,13 @@ __all__ = ["bone_plane_projection", "bone_plane_conv", "sample_joint_features"]
 Profile = Literal["hard", "gaussian"]
 
 
+def _bones(bones, device: torch.device) -> torch.Tensor:
+    """The bone pairs as an int64 tensor (a list, or a narrower integer tensor, accepted)."""
+    if not isinstance(bones, torch.Tensor):
+        bones = torch.as_tensor(bones, device=device)
+    return bones.long() if bones.dtype in (torch.int32, torch.int16, torch.int8, torch.uint8) else bones
+
+
 def bone_plane_projection(
     joint_uv: torch.Tensor,
     joint_feat: torch.Tensor,
@@ -65,10 +72,7 @@ def bone_plane_projection(
     ck = Checker("bone_plane_projection")
     height, width = _size(ck, size)
     ck.choice(profile, "profile", ("hard", "gaussian"))
-    if not isinstance(bones, torch.Tensor):
-        bones = torch.as_tensor(bones, device=joint_uv.device)
-    if bones.dtype in (torch.int32, torch.int16, torch.int8, torch.uint8):
-        bones = bones.long()
+    bones = _bones(bones, joint_uv.device)
     radius = ck.real(radius, "radius")  # a number here; positive: the op checks
     sigma = radius if sigma is None else ck.real(sigma, "sigma")
     return torch.ops.handgeom.bone_plane_projection(joint_uv, joint_feat, bones, height, width, radius, profile, sigma)
@@ -192,10 +196,7 @@ def bone_plane_conv(
     ck = Checker("bone_plane_conv")
     height, width = _size(ck, size)
     ck.choice(profile, "profile", ("hard", "gaussian"))
-    if not isinstance(bones, torch.Tensor):
-        bones = torch.as_tensor(bones, device=joint_uv.device)
-    if bones.dtype in (torch.int32, torch.int16, torch.int8, torch.uint8):
-        bones = bones.long()
+    bones = _bones(bones, joint_uv.device)
     ck.tensor(weight, "weight", (None, None, None, None))
     if bias is not None:
         ck.tensor(bias, "bias", (None,))

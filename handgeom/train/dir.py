@@ -23,7 +23,7 @@ from handgeom.losses import DIR_WEIGHTS, dir_loss, dir_targets, placed_meshes
 from handgeom.metrics import alignment_scale, count_intersections, intersection_volume, mpjpe, penetration_depth
 from handgeom.models.dir import PRESETS as MODEL_PRESETS
 from handgeom.models.dir import InteractingHandsNet
-from handgeom.train.loop import TrainConfig, TrainError
+from handgeom.train.loop import TrainConfig, TrainError, model_preset
 
 name = "dir"
 LOSS_TERMS = tuple(DIR_WEIGHTS)
@@ -42,17 +42,14 @@ PRESETS = {
 
 
 def build_model(config: TrainConfig) -> nn.Module:
-    preset = config.model.get("preset", "cpu")
-    if preset not in MODEL_PRESETS:
-        raise TrainError(f"unknown model preset {preset!r}; known: {', '.join(sorted(MODEL_PRESETS))}")
-    return InteractingHandsNet(preset)
+    return InteractingHandsNet(model_preset(config, MODEL_PRESETS))
 
 
 def dataset(data: str, split: str, config: TrainConfig, size: int, seed: int) -> Dataset:
     """``synthetic``: :class:`SyntheticInteractingHands` drawn with ``seed``; ``interhand:PATH``:
     InterHand2.6M's interacting frames (the train split for training, with augmentation seeded
     by ``seed``; val otherwise)."""
-    image_size = MODEL_PRESETS[config.model.get("preset", "cpu")].image_size
+    image_size = model_preset(config, MODEL_PRESETS).image_size
     if data == "synthetic":
         return SyntheticInteractingHands(size, image_size, seed=seed)
     if data.startswith("interhand:"):

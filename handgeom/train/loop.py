@@ -30,7 +30,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm import tqdm
 
 __all__ = ["System", "TrainConfig", "train", "evaluate_checkpoint", "load_checkpoint", "export_weights", "StepBatches",
-           "TrainError"]
+           "TrainError", "model_preset"]
 
 CHECKPOINT = "last.pt"
 LOG = "log.jsonl"
@@ -79,6 +79,14 @@ class System(Protocol):
     def evaluate(self, model: nn.Module, loader: DataLoader, config: TrainConfig) -> dict[str, Any]: ...
 
     def markdown(self, metrics: dict[str, Any]) -> str: ...
+
+
+def model_preset(config: TrainConfig, presets: dict[str, Any]) -> Any:
+    """The model preset a run's ``config.model`` names (default ``"cpu"``), from ``presets``."""
+    name = config.model.get("preset", "cpu")
+    if name not in presets:
+        raise TrainError(f"unknown model preset {name!r}; known: {', '.join(sorted(presets))}")
+    return presets[name]
 
 
 class StepBatches(Sampler[list[int]]):

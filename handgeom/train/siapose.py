@@ -26,7 +26,7 @@ from handgeom.losses import SIAPOSE_WEIGHTS, heatmap_targets, siapose_loss, sing
 from handgeom.metrics import pck
 from handgeom.models.siapose import PRESETS as MODEL_PRESETS
 from handgeom.models.siapose import SiaPose
-from handgeom.train.loop import TrainConfig, TrainError
+from handgeom.train.loop import TrainConfig, TrainError, model_preset
 
 name = "siapose"
 LOSS_TERMS = tuple(SIAPOSE_WEIGHTS)
@@ -46,17 +46,14 @@ PRESETS = {
 
 
 def build_model(config: TrainConfig) -> nn.Module:
-    preset = config.model.get("preset", "cpu")
-    if preset not in MODEL_PRESETS:
-        raise TrainError(f"unknown model preset {preset!r}; known: {', '.join(sorted(MODEL_PRESETS))}")
-    return SiaPose(preset)
+    return SiaPose(model_preset(config, MODEL_PRESETS))
 
 
 def dataset(data: str, split: str, config: TrainConfig, size: int, seed: int) -> Dataset:
     """``synthetic``: :class:`SyntheticSingleHand` drawn with ``seed``; ``panoptic:PATH``: the CMU
     Panoptic hand datasets' files under PATH (:class:`~handgeom.datasets.PanopticHands`: the
     paper's random 70/15/15 split, train for training, test otherwise)."""
-    image_size = MODEL_PRESETS[config.model.get("preset", "cpu")].image_size
+    image_size = model_preset(config, MODEL_PRESETS).image_size
     if data == "synthetic":
         return SyntheticSingleHand(size, image_size, seed=seed)
     if data.startswith("panoptic:"):

@@ -1,6 +1,7 @@
 """Losses that compose handgeom's ops: the occupancy-network hand-hand intersection loss, the
-training loss of the DIR interacting-hands network (with the physical terms), and SiaPose's
-heatmap losses.
+training loss of the DIR interacting-hands network (with the physical terms), the hand-object
+network's (with the exact SDF penetration and the contact attraction), and SiaPose's heatmap
+losses.
 
 (The exact signed-distance penetration loss is the op :func:`handgeom.ops.penetration_loss`.)
 """
@@ -16,11 +17,12 @@ import torch.nn.functional as F
 from handgeom._checks import Checker
 from handgeom.hand.skeleton import bone_ends
 from handgeom.models.occupancy import HAND_CULL_MARGIN, HandOccupancyNet
-from handgeom.ops.mesh import penetration_loss
+from handgeom.ops.mesh import penetration_loss, signed_distance
 
 __all__ = ["intersection_loss", "hand_query_points", "mirror", "default_occupancy_net", "DIR_WEIGHTS", "dir_targets",
            "dir_loss", "edge_length_loss", "normal_loss", "mesh_edges", "placed_meshes", "mutual_penetration",
-           "SIAPOSE_WEIGHTS", "single_hand_2d", "heatmap_targets", "heatmap_loss", "siapose_loss"]
+           "HANDOBJECT_WEIGHTS", "object_template", "handobject_targets", "hand_surface_points", "hand_object_penetration",
+           "contact_loss", "handobject_loss", "SIAPOSE_WEIGHTS", "single_hand_2d", "heatmap_targets", "heatmap_loss", "siapose_loss"]
 
 _DENSE_FRACTIONS = torch.arange(1, 6) / 6  # 5 points inside each bone
 
@@ -144,6 +146,18 @@ def _masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (per_sample * present).sum() / present.sum().clamp_min(1)
 
 
+def _loss_weights(where: str, defaults: dict[str, float], weights: dict[str, float] | None) -> dict[str, float]:
+    """``defaults`` updated by ``weights``, which must name known terms with non-negative weights."""
+    w = {**defaults, **(weights or {})}
+    unknown = set(w) - set(defaults)
+    if unknown:
+        raise ValueError(f"{where}: unknown loss terms {sorted(unknown)}; known: {sorted(defaults)}")
+    negative = {k: v for k, v in w.items() if not v >= 0}
+    if negative:
+        raise ValueError(f"{where}: loss weights must be non-negative, got {negative}")
+    return w
+
+
 def _smooth_l1(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return _masked_mean(F.smooth_l1_loss(pred, target, reduction="none"), mask)
 
@@ -205,13 +219,7 @@ def dir_loss(outputs: list[dict[str, torch.Tensor]], targets: dict[str, torch.Te
 
     ``faces``: the right and left hand models' faces; ``targets``: :func:`dir_targets`.
     """
-    w = {**DIR_WEIGHTS, **(weights or {})}
-    unknown = set(w) - set(DIR_WEIGHTS)
-    if unknown:
-        raise ValueError(f"dir_loss: unknown loss terms {sorted(unknown)}; known: {sorted(DIR_WEIGHTS)}")
-    negative = {k: v for k, v in w.items() if not v >= 0}
-    if negative:
-        raise ValueError(f"dir_loss: loss weights must be non-negative, got {negative}")
+    w = _loss_weights("dir_loss", DIR_WEIGHTS, weights)
     hand, joint = targets["hand_valid"], targets["joints_valid"]
     both = hand.all(1)
     edges = [mesh_edges(f) for f in faces]
@@ -250,6 +258,110 @@ def dir_loss(outputs: list[dict[str, torch.Tensor]], targets: dict[str, torch.Te
         add("penetration", (pen.to(pair) * pair).sum() / pair.sum().clamp_min(1))
     total = sum((w[k] * v for k, v in terms.items() if w[k] > 0), torch.zeros((), device=right.device))
     return total, {k: v.detach() for k, v in terms.items()}
+
+
+# ---- hand-object reconstruction (HandObjectNet) ---------------------------------------------------
+
+#: The hand-object network's loss weights. ``penetration`` is the exact SDF loss (both ways);
+#: ``--loss penetration=0`` trains the ablation's model without it.
+HANDOBJECT_WEIGHTS = {"joints_3d": 10.0, "verts_3d": 10.0, "joints_2d": 10.0, "object": 10.0, "seg": 0.5,
+                      "penetration": 1000.0, "contact": 10.0}
+CONTACT_DISTANCE = 0.01  # metres: hand vertices this close to the object are attracted (ObMan's 1 cm)
+
+
+def object_template(batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The object's template mesh in its own frame, ``[B, Vo, 3]``: the posed ``object_verts``
+    moved back by ``object_pose`` (``R^T (v - t)``)."""
+    pose = batch["object_pose"]
+    return (batch["object_verts"] - pose[:, None, :, 3]) @ pose[:, :, :3]
+
+
+def handobject_targets(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The hand-object network's inputs and targets from a batch of hand-object samples (the hand
+    in slot 0): root-relative joints, vertices and posed object vertices (the wrist as root),
+    normalized 2D joints in [-1, 1], the template (:func:`object_template`) and which of its
+    vertices are real (not padding copies of vertex 0), the hand and object masks."""
+    size = batch["image"].shape[-1]
+    root = batch["joints_3d"][:, 0, :1]
+    template = object_template(batch)
+    real = (template != template[:, :1]).any(-1)
+    real[:, 0] = True
+    return {"image": batch["image"], "template": template, "object_class": batch["object_class"],
+            "joints": batch["joints_3d"][:, 0] - root, "verts": batch["verts"][:, 0] - root,
+            "joints_uv": batch["joints_2d"][:, 0] / size * 2 - 1, "joints_valid": batch["joints_valid"][:, 0],
+            "hand_valid": batch["hand_valid"][:, 0], "object_verts": batch["object_verts"] - root,
+            "object_faces": batch["object_faces"], "object_real": real,
+            "hand_mask": (batch["mask"] == 1).float(), "object_mask": (batch["mask"] == 3).float()}
+
+
+def hand_surface_points(verts: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
+    """A hand mesh's vertices and face centroids, ``[B, V + F, 3]``: the points tested against the
+    object."""
+    return torch.cat([verts, verts[:, faces].mean(2)], 1)
+
+
+def hand_object_penetration(hand_verts: torch.Tensor, hand_faces: torch.Tensor, object_verts: torch.Tensor,
+                            object_faces: torch.Tensor, object_real: torch.Tensor) -> torch.Tensor:
+    """``[B]``: the exact SDF penetration both ways, in metres, differentiable in both meshes:
+    the mean over the hand's vertices and face centroids of ``max(-sdf, 0)`` in the object, plus
+    the mean over the object's real vertices (``object_real [B, Vo]``) of the same in the hand
+    (:func:`handgeom.ops.penetration_loss`, computed in float32)."""
+    hand, obj = hand_verts.float(), object_verts.float()
+    into_object = penetration_loss(hand_surface_points(hand, hand_faces), obj, object_faces, reduction="none").mean(1)
+    into_hand = penetration_loss(obj, hand, hand_faces, reduction="none")
+    real = object_real.to(into_hand.dtype)
+    return into_object + (into_hand * real).sum(1) / real.sum(1).clamp_min(1)
+
+
+def contact_loss(hand_verts: torch.Tensor, object_verts: torch.Tensor, object_faces: torch.Tensor,
+                 distance: float = CONTACT_DISTANCE) -> torch.Tensor:
+    """``[B]``: ObMan's attraction: the mean of ``t tanh(d / t)`` (``t = distance``) over the hand
+    vertices outside the object within ``distance`` of its surface (``d``: their distance to it),
+    0 for a hand with none; differentiable in both meshes (float32)."""
+    sdf, _, _ = signed_distance(hand_verts.float(), object_verts.float(), object_faces)
+    near = ((sdf > 0) & (sdf < distance)).detach()
+    pulled = torch.where(near, distance * torch.tanh(sdf / distance), torch.zeros_like(sdf))
+    return pulled.sum(1) / near.sum(1).clamp_min(1)
+
+
+def handobject_loss(outputs: list[dict[str, torch.Tensor]], targets: dict[str, torch.Tensor], hand_faces: torch.Tensor,
+                    weights: dict[str, float] | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The hand-object network's loss summed over its estimates, and each term.
+
+    Terms (:data:`HANDOBJECT_WEIGHTS`), on every estimate: SmoothL1 of the root-relative hand
+    joints and vertices (metres / 0.15), of the normalized 2D joints, and the object pose as the
+    vertex-space SmoothL1 of the posed template (/ 0.15, real vertices); on the refined estimate:
+    the two masks' binary cross-entropy (each stream's head, upsampled to the image), the exact
+    SDF penetration both ways (:func:`hand_object_penetration`) and the contact attraction
+    (:func:`contact_loss`). A term with weight 0 is computed and returned (detached) for the logs.
+    ``targets``: :func:`handobject_targets`.
+    """
+    w = _loss_weights("handobject_loss", HANDOBJECT_WEIGHTS, weights)
+    hand, joint = targets["hand_valid"], targets["joints_valid"]
+    terms: dict[str, torch.Tensor] = {}
+
+    def add(name: str, value: torch.Tensor) -> None:
+        terms[name] = terms.get(name, 0.0) + value
+
+    for out in outputs:
+        add("joints_3d", _smooth_l1(out["joints"] / DIR_LENGTH, targets["joints"] / DIR_LENGTH, joint))
+        add("verts_3d", _smooth_l1(out["verts"] / DIR_LENGTH, targets["verts"] / DIR_LENGTH, hand))
+        add("joints_2d", _smooth_l1(out["joints_uv"], targets["joints_uv"], joint))
+        add("object", _smooth_l1(out["object_verts"] / DIR_LENGTH, targets["object_verts"] / DIR_LENGTH,
+                                 targets["object_real"]))
+    last = outputs[-1]
+    size = targets["hand_mask"].shape[-2:]
+    bce = lambda logits, mask: F.binary_cross_entropy_with_logits(
+        F.interpolate(logits, size=size, mode="bilinear", align_corners=False)[:, 0], mask, reduction="none").mean((1, 2))
+    add("seg", (bce(last["hand_seg"], targets["hand_mask"]) + bce(last["object_seg"], targets["object_mask"])).mean())
+    with torch.set_grad_enabled(torch.is_grad_enabled() and w["penetration"] > 0):
+        pen = hand_object_penetration(last["verts"], hand_faces, last["object_verts"], targets["object_faces"],
+                                      targets["object_real"])
+        add("penetration", _masked_mean(pen[:, None], hand))
+    with torch.set_grad_enabled(torch.is_grad_enabled() and w["contact"] > 0):
+        add("contact", _masked_mean(contact_loss(last["verts"], last["object_verts"], targets["object_faces"])[:, None], hand))
+    total = sum((w[k] * v for k, v in terms.items() if w[k] > 0), torch.zeros((), device=last["joints"].device))
+    return total, {k: v.detach().to(total.dtype) for k, v in terms.items()}
 
 
 # ---- SiaPose (SIA-GCN, BMVC 2020): 2D hand pose from heatmaps -------------------------------------

@@ -22,7 +22,7 @@ from handgeom.losses import default_occupancy_net, mirror
 from handgeom.models.occupancy import HAND_CULL_MARGIN
 from handgeom.ops.mesh import points_inside_mesh, signed_distance
 
-__all__ = ["mpjpe", "alignment_scale", "penetration_depth", "intersection_volume", "contact_ratio", "count_intersections",
+__all__ = ["mpjpe", "alignment_scale", "procrustes", "penetration_depth", "intersection_volume", "contact_ratio", "count_intersections",
            "count_intersections_occupancy", "pck", "mpck"]
 
 
@@ -53,6 +53,23 @@ def alignment_scale(pred_joints: torch.Tensor, target_joints: torch.Tensor, bone
     ck.tensor(target_joints, "target_joints", ("...", "J", 3), like=pred_joints)
     length = lambda x: (x[..., bone[1], :] - x[..., bone[0], :]).norm(dim=-1)
     return length(target_joints) / length(pred_joints).clamp_min(1e-9)
+
+
+def procrustes(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """``pred [..., N, 3]`` moved by the similarity transform (scale, rotation, translation) that
+    best fits it to ``target`` in the least-squares sense (Umeyama, 1991): the alignment of the
+    Procrustes-aligned errors (PA-MPJPE, PA-MPVPE) of the hand-pose literature."""
+    ck = Checker("procrustes")
+    ck.tensor(pred, "pred", ("...", "N", 3))
+    ck.tensor(target, "target", ("...", "N", 3), like=pred)
+    mu_p, mu_t = pred.mean(-2, keepdim=True), target.mean(-2, keepdim=True)
+    p, t = pred - mu_p, target - mu_t
+    u, s, vh = torch.linalg.svd(t.transpose(-1, -2) @ p)  # sum_i t_i p_i^T = U S V^T
+    sign = torch.sign(torch.linalg.det(u @ vh))  # no reflection
+    d = torch.stack([torch.ones_like(sign), torch.ones_like(sign), sign], -1)
+    rotation = u @ (d[..., None] * vh)
+    scale = (s * d).sum(-1) / p.square().sum((-1, -2)).clamp_min(1e-30)
+    return scale[..., None, None] * p @ rotation.transpose(-1, -2) + mu_t
 
 
 def penetration_depth(hand_verts: torch.Tensor, obj_verts: torch.Tensor, obj_faces: torch.Tensor) -> torch.Tensor:

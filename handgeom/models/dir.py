@@ -34,10 +34,11 @@ from handgeom._checks import Checker
 from handgeom.hand import HandModel, HandParams
 from handgeom.hand.skeleton import BONES, DEFAULT_BONE_LENGTHS
 from handgeom.models.backbone import ResNet, conv_bn_relu, norm2d
-from handgeom.models.pretrained import WEIGHTS, load_pretrained
+from handgeom.models.pretrained import WEIGHTS, load_pretrained, resolve_preset
 from handgeom.ops.projection import bone_plane_conv, sample_joint_features
 
-__all__ = ["DIRConfig", "PRESETS", "InteractingHandsNet", "OFFSET_SCALE", "PARAM_SIZE", "PRETRAINED", "regressed_params"]
+__all__ = ["DIRConfig", "PRESETS", "InteractingHandsNet", "OFFSET_SCALE", "PARAM_SIZE", "PRETRAINED", "regressed_params",
+           "decode_hand", "init_hand_regressor", "weak_perspective"]
 
 PRETRAINED = WEIGHTS / "dir_cpu.pt"
 
@@ -61,6 +62,34 @@ def regressed_params(model: HandModel, rotation: torch.Tensor, angle_logits: tor
     return HandParams(rotation=rotation, translation=torch.zeros_like(rotation[:, :3]),
                       bone_lengths=defaults * (LENGTH_RANGE * length_logits.tanh()).exp(),
                       angles=lo + (hi - lo) * torch.sigmoid(angle_logits), scale=torch.ones_like(rotation[:, 0]))
+
+
+def weak_perspective(camera: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
+    """``points [B, N, 3]`` (root-relative) in [-1, 1] image coordinates by ``camera [B, 3]``
+    (s, tx, ty): ``s * (x, y) + (tx, ty)``."""
+    return camera[:, None, :1] * points[..., :2] + camera[:, None, 1:]
+
+
+def decode_hand(model: HandModel, raw: torch.Tensor) -> dict:
+    """One hand from its regressed vector ``raw [B, PARAM_SIZE]`` (6D rotation, angle logits,
+    bone-length logits, camera): ``params``, root-relative ``joints`` and ``verts``, the positive
+    weak-perspective ``camera`` ``[B, 3]`` and the projected ``joints_uv`` and ``verts_uv``."""
+    params = regressed_params(model, raw[:, :ROT], raw[:, ROT:ROT + ANGLES], raw[:, ROT + ANGLES:-CAMERA])
+    hand = model(params)
+    camera = torch.cat([raw[:, -CAMERA:-2].exp(), raw[:, -2:]], -1)  # (s, tx, ty), a positive scale
+    return {"params": params, "joints": hand.joints, "verts": hand.verts, "camera": camera,
+            "joints_uv": weak_perspective(camera, hand.joints), "verts_uv": weak_perspective(camera, hand.verts)}
+
+
+def init_hand_regressor(layer: nn.Linear) -> None:
+    """An initial regressor from ``[C + 2]`` (:class:`AttentionPool`) to ``PARAM_SIZE`` that starts
+    with mid-range angles, the back of the hand to the camera, at the attention's centroid."""
+    nn.init.normal_(layer.weight, std=1e-3)
+    with torch.no_grad():
+        layer.bias.zero_()
+        layer.bias[:ROT] = torch.tensor([1.0, 0.0, 0.0, 0.0, -1.0, 0.0])
+        layer.bias[-CAMERA] = math.log(6.0)  # weak-perspective scale 6: a 0.2 m hand spans most of [-1, 1]
+        layer.weight[-2:, -2:] = torch.eye(2)  # the root's image position: the attention's centroid
 
 
 @dataclass(frozen=True)
@@ -211,10 +240,7 @@ class InteractingHandsNet(nn.Module):
 
     def __init__(self, preset: str | DIRConfig = "cpu"):
         super().__init__()
-        if isinstance(preset, str):
-            if preset not in PRESETS:
-                raise ValueError(f"InteractingHandsNet: unknown preset {preset!r}; known: {sorted(PRESETS)}")
-            preset = PRESETS[preset]
+        preset = resolve_preset("InteractingHandsNet", preset, PRESETS)
         cfg = self.config = preset
         if not 1 <= cfg.stages <= 3:
             raise ValueError(f"InteractingHandsNet: stages must be 1 to 3 (strides 16, 8, 4), got {cfg.stages}")
@@ -228,13 +254,8 @@ class InteractingHandsNet(nn.Module):
         self.pool = nn.ModuleList(AttentionPool(top, cfg.norm) for _ in range(2))
         self.initial = nn.ModuleList(nn.Linear(top + 2, PARAM_SIZE) for _ in range(2))
         self.initial_offset = nn.Linear(top, 3)
-        for layer in self.initial:  # start with mid-range angles, the back of the hand to the camera, at the attention
-            nn.init.normal_(layer.weight, std=1e-3)
-            with torch.no_grad():
-                layer.bias.zero_()
-                layer.bias[:ROT] = torch.tensor([1.0, 0.0, 0.0, 0.0, -1.0, 0.0])
-                layer.bias[-CAMERA] = math.log(6.0)  # weak-perspective scale 6: a 0.2 m hand spans most of [-1, 1]
-                layer.weight[-2:, -2:] = torch.eye(2)  # the root's image position: the attention's centroid
+        for layer in self.initial:
+            init_hand_regressor(layer)
         nn.init.zeros_(self.initial_offset.weight)
         nn.init.zeros_(self.initial_offset.bias)
         radii = [1.0, 2.0, 2.0]  # DIR: 1 px at stride 16, 2 px at stride 8
@@ -275,20 +296,9 @@ class InteractingHandsNet(nn.Module):
 
     def hand_output(self, raw: torch.Tensor, offset: torch.Tensor) -> dict:
         """Decodes ``raw [B, 2, 50]`` parameter vectors and the normalized ``offset [B, 3]``."""
-        out = {"raw": raw, "offset": offset * OFFSET_SCALE, "params": [], "joints": [], "verts": []}
-        for slot, model in enumerate(self.hands):
-            r = raw[:, slot]
-            params = regressed_params(model, r[:, :ROT], r[:, ROT:ROT + ANGLES], r[:, ROT + ANGLES:-CAMERA])
-            hand = model(params)
-            out["params"].append(params)
-            out["joints"].append(hand.joints)
-            out["verts"].append(hand.verts)
-        out["joints"], out["verts"] = torch.stack(out["joints"], 1), torch.stack(out["verts"], 1)
-        camera = torch.cat([raw[..., -CAMERA:-2].exp(), raw[..., -2:]], -1)  # (s, tx, ty), a positive scale
-        out["camera"] = camera
-        project = lambda x: camera[:, :, None, :1] * x[..., :2] + camera[:, :, None, 1:]  # weak perspective
-        out["joints_uv"], out["verts_uv"] = project(out["joints"]), project(out["verts"])
-        return out
+        hands = [decode_hand(model, raw[:, slot]) for slot, model in enumerate(self.hands)]
+        out = {k: torch.stack([h[k] for h in hands], 1) for k in ("joints", "verts", "camera", "joints_uv", "verts_uv")}
+        return {**out, "raw": raw, "offset": offset * OFFSET_SCALE, "params": [h["params"] for h in hands]}
 
     def reduce_planes(self, stage: RefinementStage, uv: torch.Tensor, feats: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """``stage.reduce`` of the joint features' bone planes: its first 3x3 convolution fused with

@@ -1,5 +1,6 @@
-"""Reading shipped weights (``handgeom export SYSTEM CKPT --to PATH``: a training record and a
-state dict, float16 storage) into a network: what every ``Net.pretrained()`` does."""
+"""What every network's constructor and ``Net.pretrained()`` share: its preset by name, and
+shipped weights (``handgeom export SYSTEM CKPT --to PATH``: a training record and a state dict,
+float16 storage) read into it."""
 
 from __future__ import annotations
 
@@ -10,6 +11,16 @@ import torch
 from torch import nn
 
 WEIGHTS = Path(__file__).resolve().parent.parent / "weights"
+
+
+def resolve_preset(owner: str, preset, presets: dict):
+    """``presets[preset]`` for a preset name, ``preset`` itself for a config; an unknown name is a
+    ``ValueError`` that names ``owner`` and the known presets."""
+    if not isinstance(preset, str):
+        return preset
+    if preset not in presets:
+        raise ValueError(f"{owner}: unknown preset {preset!r}; known: {sorted(presets)}")
+    return presets[preset]
 
 
 def load_pretrained(cls: type[nn.Module], path: Path, system: str, device: torch.device | str | None,

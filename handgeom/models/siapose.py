@@ -29,7 +29,7 @@ from torch import nn
 
 from handgeom._checks import Checker
 from handgeom.models.backbone import ResNet, conv_bn_relu, norm2d
-from handgeom.models.pretrained import WEIGHTS, load_pretrained
+from handgeom.models.pretrained import WEIGHTS, load_pretrained, resolve_preset
 from handgeom.models.siagcn import SiaPoseHead, heatmap_keypoints
 
 __all__ = ["SiaPoseConfig", "PRESETS", "SiaPose", "CPM", "DeconvPose", "PRETRAINED"]
@@ -134,10 +134,7 @@ class SiaPose(nn.Module):
 
     def __init__(self, preset: str | SiaPoseConfig = "cpu"):
         super().__init__()
-        if isinstance(preset, str):
-            if preset not in PRESETS:
-                raise ValueError(f"SiaPose: unknown preset {preset!r}; known: {sorted(PRESETS)}")
-            preset = PRESETS[preset]
+        preset = resolve_preset("SiaPose", preset, PRESETS)
         cfg = self.config = preset
         if cfg.estimator == "cpm":
             self.estimator = CPM(cfg.width, cfg.cpm_stages, norm=cfg.norm)

@@ -42,7 +42,7 @@ from handgeom._checks import Checker
 from handgeom.hand import HandModel
 from handgeom.hand.kinematics import rotation_6d_to_matrix
 from handgeom.models.dir import regressed_params
-from handgeom.models.pretrained import WEIGHTS, load_pretrained
+from handgeom.models.pretrained import WEIGHTS, load_pretrained, resolve_preset
 
 __all__ = ["UpliftConfig", "PRESETS", "TwoHandUplift", "SkeletonRefiner", "POSITION_SCALE", "PRETRAINED",
            "swap_mirror_keypoints"]
@@ -103,10 +103,7 @@ class _TwoHandNet(nn.Module):
 
     def __init__(self, preset: str | UpliftConfig = "cpu"):
         super().__init__()
-        if isinstance(preset, str):
-            if preset not in PRESETS:
-                raise ValueError(f"{type(self).__name__}: unknown preset {preset!r}; known: {sorted(PRESETS)}")
-            preset = PRESETS[preset]
+        preset = resolve_preset(type(self).__name__, preset, PRESETS)
         self.config = preset
         view = 42 * self.dims
         self.angles = _mlp(view, ROT + ANGLES, preset)

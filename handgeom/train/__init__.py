@@ -8,7 +8,7 @@ from types import ModuleType
 
 from handgeom.train.loop import TrainConfig, TrainError, evaluate_checkpoint, export_weights, load_checkpoint, train
 
-SYSTEMS = ("dir", "siapose", "uplift")
+SYSTEMS = ("dir", "handobject", "siapose", "uplift")
 
 __all__ = ["SYSTEMS", "system", "train", "evaluate_checkpoint", "export_weights", "load_checkpoint", "TrainConfig",
            "TrainError"]

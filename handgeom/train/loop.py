@@ -56,6 +56,7 @@ class TrainConfig:
     checkpoint_every: int = 250
     log_every: int = 10
     workers: int = 1  # DataLoader worker processes per rank
+    scenes: int | None = None  # distinct training samples, kept once made (see Memoized); None: every sample new
     seed: int = 0
     model: dict[str, Any] = field(default_factory=dict)  # the system's model options
     loss: dict[str, float] = field(default_factory=dict)  # loss weights
@@ -113,6 +114,23 @@ class StepBatches(Sampler[list[int]]):
                 perm = torch.randperm(self.size, generator=torch.Generator().manual_seed(self.seed * 100_003 + epoch))
             k = step % self.per_epoch
             yield perm[k * self.batch + self.rank:(k + 1) * self.batch:self.world].tolist()
+
+
+class Memoized(Dataset):
+    """A dataset whose samples are kept in memory once made: a run of ``scenes`` synthetic samples
+    renders each once, in its first epoch, and reads the later epochs back (each DataLoader worker
+    keeps the samples it made; the training loader's workers live for the whole run)."""
+
+    def __init__(self, dataset: Dataset):
+        self.dataset, self.kept = dataset, {}
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int):
+        if index not in self.kept:
+            self.kept[index] = self.dataset[index]
+        return self.kept[index]
 
 
 def _distributed(device: str) -> tuple[int, int]:
@@ -209,7 +227,9 @@ def train(system: System, preset: str, data: str, out: Path, steps: int | None =
         start, history = state["step"], state["history"]
     elif init is not None:
         model.load_state_dict(_weights(system, Path(init)))
-    train_set = system.dataset(data, "train", config, config.steps * config.batch, config.seed)
+    train_set = system.dataset(data, "train", config, config.scenes or config.steps * config.batch, config.seed)
+    if config.scenes:
+        train_set = Memoized(train_set)
     eval_set = system.dataset(data, "eval", config, config.eval_size, config.seed + 1)  # held out: another seed
     sampler = StepBatches(len(train_set), config.batch, config.steps, config.seed, start, rank, world)
     loader = DataLoader(train_set, batch_sampler=sampler, num_workers=config.workers,

@@ -7,7 +7,8 @@ import torch
 import trimesh
 
 from handgeom.hand import HandModel, two_hand_preset
-from handgeom.metrics import contact_ratio, count_intersections, intersection_volume, penetration_depth
+from handgeom.metrics import (contact_ratio, count_intersections, intersection_volume, mpjpe, penetration_depth,
+                              procrustes)
 import references as ref
 
 
@@ -85,3 +86,19 @@ def test_metric_arguments_are_checked():
         intersection_volume(va, fa, va, fa, pitch=0.0)
     with pytest.raises(ValueError, match="resolution must be at least 1"):
         count_intersections(va, fa, va, fa, resolution=0)
+
+
+def test_procrustes_undoes_a_similarity_transform_and_only_lowers_the_error():
+    torch.manual_seed(0)
+    target = torch.randn(4, 21, 3, dtype=torch.float64)
+    q, _ = torch.linalg.qr(torch.randn(4, 3, 3, dtype=torch.float64))
+    rotation = q * torch.sign(torch.linalg.det(q))[:, None, None]  # proper rotations
+    scale = torch.rand(4, 1, 1, dtype=torch.float64) + 0.5
+    moved = scale * target @ rotation.transpose(1, 2) + torch.randn(4, 1, 3, dtype=torch.float64)
+    torch.testing.assert_close(procrustes(moved, target), target)
+    mirrored = target * torch.tensor([-1.0, 1.0, 1.0], dtype=torch.float64)  # no reflection: not undone
+    assert (mpjpe(procrustes(mirrored, target), target) > 1e-3).all()
+    noisy = target + 0.1 * torch.randn_like(target)
+    assert (mpjpe(procrustes(noisy, target), target) <= mpjpe(noisy, target)).all()
+    with pytest.raises(ValueError, match="target"):
+        procrustes(target, target[:, :20])

@@ -35,6 +35,22 @@ def test_step_batches_are_a_function_of_the_step():
         StepBatches(10, 3, 2, 0, world=2)
 
 
+def test_memoized_makes_each_sample_once():
+    made = []
+
+    class Counting(torch.utils.data.Dataset):
+        def __len__(self):
+            return 3
+
+        def __getitem__(self, index):
+            made.append(index)
+            return {"x": torch.tensor(index)}
+
+    data = loop.Memoized(Counting())
+    assert len(data) == 3 and [int(data[i]["x"]) for i in (0, 2, 0, 2, 1)] == [0, 2, 0, 2, 1]
+    assert made == [0, 2, 1]
+
+
 def test_resume_gives_the_same_weights(tmp_path, monkeypatch):
     straight = train(DIR, "tiny", "synthetic", tmp_path / "a", progress=False)
     save = loop._save

@@ -4,7 +4,7 @@ Evaluation (``handgeom eval handobject``), per estimate (initial, refined): the 
 MPVPE in mm, root-relative (the wrist as root) and Procrustes-aligned (scale, rotation and
 translation fitted to the truth per hand), the object's centre error and its mean vertex error
 (the posed template against the truth, root-relative). On the refined meshes, the interaction
-metrics of :mod:`handgeom.metrics`, and the same for the ground truth for reference: the
+metrics of :mod:`handgeom.metrics` (``predicted``), and the same for the ground truth for reference (``truth``): the
 hand-object distance (per image, the smallest distance from a hand vertex to the object's
 surface, 0 in contact or inside; mm), the penetration depth (the deepest hand vertex inside the
 object, ObMan's and gSDF's definition; mm), the intersection volume on 1 mm and 5 mm grids (cm³)
@@ -111,7 +111,8 @@ def evaluate(model: nn.Module, loader: DataLoader, config: TrainConfig) -> dict[
                                 + torch.where(t["object_real"][..., None], v, -np.inf).amax(1)) / 2
             add(f"{stage}/object_centre_mm", 1e3 * (centre(out["object_verts"]) - centre(t["object_verts"])).norm(dim=-1))
         last = outputs[-1]
-        for who, (hand, obj) in (("refined", (last["verts"], last["object_verts"])), ("truth", (t["verts"], t["object_verts"]))):
+        for who, (hand, obj) in (("predicted", (last["verts"], last["object_verts"])),
+                                 ("truth", (t["verts"], t["object_verts"]))):
             for key, values in interaction(hand, faces, obj, t["object_faces"]).items():
                 add(f"{who}/{key}", values)
     out: dict[str, Any] = {"samples": samples}
@@ -130,7 +131,7 @@ def markdown(metrics: dict[str, Any]) -> str:
                    for s, m in ((s, metrics[s]) for s in ("initial", "refined")))
     contact = "".join(f"| {s} | {m['distance_mm']:.2f} | {m['depth_mm']:.2f} | {m['volume_1mm_cm3']:.2f} "
                       f"| {m['volume_5mm_cm3']:.2f} | {100 * m['contact']:.0f}% |\n"
-                      for s, m in ((s, metrics[s]) for s in ("refined", "truth")))
+                      for s, m in ((s, metrics[s]) for s in ("predicted", "truth")))
     return (f"{metrics['samples']} held-out samples; errors in mm (root-relative; PA: Procrustes-aligned).\n\n"
             "| estimate | MPJPE | PA-MPJPE | MPVPE | PA-MPVPE | object centre | object vertices |\n"
             "|---|---|---|---|---|---|---|\n" + rows +

@@ -22,7 +22,7 @@ from handgeom.losses import default_occupancy_net, mirror
 from handgeom.models.occupancy import HAND_CULL_MARGIN
 from handgeom.ops.mesh import points_inside_mesh, signed_distance
 
-__all__ = ["mpjpe", "alignment_scale", "procrustes", "penetration_depth", "intersection_volume", "contact_ratio", "count_intersections",
+__all__ = ["mpjpe", "alignment_scale", "procrustes", "penetration_depth", "intersection_volume", "contact_ratio", "count_intersections", "intersection_grid",
            "count_intersections_occupancy", "pck", "mpck"]
 
 
@@ -175,6 +175,21 @@ def intersection_volume(verts_a: torch.Tensor, faces_a: torch.Tensor, verts_b: t
     return torch.where(finite, inside.sum(dim=1).to(cell.dtype) * cell, math.nan)
 
 
+def _grid(ck: Checker, verts_a: torch.Tensor, verts_b: torch.Tensor, resolution: int) -> torch.Tensor:
+    resolution = ck.integer(resolution, "resolution", minimum=1)
+    (lo_a, hi_a), (lo_b, hi_b) = _boxes(verts_a), _boxes(verts_b)
+    lo = torch.minimum(lo_a, lo_b)
+    return _cell_centres(ck, lo, torch.maximum(hi_a, hi_b), torch.full_like(lo, resolution, dtype=torch.long))
+
+
+def intersection_grid(verts_a: torch.Tensor, verts_b: torch.Tensor, resolution: int = 50) -> torch.Tensor:
+    """The points :func:`count_intersections` tests: the centres of a ``resolution^3`` grid over
+    each pair's joint bounding box, ``[B, resolution^3, 3]``."""
+    ck = Checker("intersection_grid")
+    _pair(ck, verts_a, verts_b)
+    return _grid(ck, verts_a, verts_b, resolution)
+
+
 def count_intersections(verts_a: torch.Tensor, faces_a: torch.Tensor, verts_b: torch.Tensor, faces_b: torch.Tensor,
                         resolution: int = 50) -> torch.Tensor:
     """Number of grid points inside both hands, ``[B]`` int64: the interacting-hands evaluation
@@ -182,13 +197,10 @@ def count_intersections(verts_a: torch.Tensor, faces_a: torch.Tensor, verts_b: t
     at 50) over the bounding box of the pair. A pair with a non-finite vertex is a ``ValueError``."""
     ck = Checker("count_intersections")
     _pair(ck, verts_a, verts_b)
-    resolution = ck.integer(resolution, "resolution", minimum=1)
     ck.finite(finite_items(verts_a), "verts_a", "pair")
     ck.finite(finite_items(verts_b), "verts_b", "pair")
+    points = _grid(ck, verts_a, verts_b, resolution)
     (lo_a, hi_a), (lo_b, hi_b) = _boxes(verts_a), _boxes(verts_b)
-    lo, hi = torch.minimum(lo_a, lo_b), torch.maximum(hi_a, hi_b)
-    counts = torch.full_like(lo, resolution, dtype=torch.long)
-    points = _cell_centres(ck, lo, hi, counts)
     # only centres within both boxes can be inside both meshes: the rest become NaN (free)
     overlap = ((points >= torch.maximum(lo_a, lo_b)[:, None]) & (points <= torch.minimum(hi_a, hi_b)[:, None])).all(-1)
     points = torch.where(overlap.unsqueeze(-1), points, torch.full_like(points, math.nan))

@@ -49,9 +49,8 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from handgeom._checks import Checker
 from handgeom.losses import default_occupancy_net, mirror, placed_meshes
-from handgeom.metrics import _boxes, _cell_centres, count_intersections
+from handgeom.metrics import count_intersections, intersection_grid
 from handgeom.models.occupancy import HAND_CULL_MARGIN
 from handgeom.models.uplift import PRETRAINED
 from handgeom.ops.mesh import points_inside_mesh
@@ -62,7 +61,6 @@ __all__ = ["Sizes", "DEFAULT", "QUICK", "run", "count_pairs", "main"]
 
 TARGET = 0.2  # the fraction of intersections a selected setting must remove on validation
 RESOLUTION = 50  # the paper's 125k-point grid
-CHECK = Checker("two_hands")  # for the grid helpers of handgeom.metrics
 PER_POINTS = {"sparse": 21, "dense": 121, "mesh": 330}  # tested points per hand: weights are per 121 points
 
 
@@ -228,14 +226,12 @@ def _point_probabilities(out: dict[str, torch.Tensor], faces, n: int) -> tuple[n
     net = default_occupancy_net("cpu")
     right, left = (v[:n].double() for v in placed_meshes(out))
     joints_right, joints_left = out["joints"][:n, 0], out["joints"][:n, 1] - out["offset"][:n, None]
-    (lo_r, hi_r), (lo_l, hi_l) = _boxes(right), _boxes(left)
-    lo, hi = torch.maximum(lo_r, lo_l), torch.minimum(hi_r, hi_l)
+    lo, hi = torch.maximum(right.amin(1), left.amin(1)), torch.minimum(right.amax(1), left.amax(1))  # the boxes' overlap
     probs, inside = [], []
     for b in range(len(right)):
         if not bool((hi[b] > lo[b]).all()):
             continue
-        box_lo, box_hi = torch.minimum(lo_r[b], lo_l[b]), torch.maximum(hi_r[b], hi_l[b])
-        points = _cell_centres(CHECK, box_lo[None], box_hi[None], torch.full((1, 3), RESOLUTION))[0]
+        points = intersection_grid(right[b:b + 1], left[b:b + 1], RESOLUTION)[0]
         points = points[((points >= lo[b]) & (points <= hi[b])).all(-1)][None]
         both = points_inside_mesh(points, right[b:b + 1], faces[0]) & points_inside_mesh(points, left[b:b + 1], faces[1])
         p = points.float()
@@ -321,8 +317,7 @@ def _figures(out_dir: Path, rows: list[dict], outputs: dict, faces, sizes: Sizes
 
 def _intersection_points(right: torch.Tensor, left: torch.Tensor, faces) -> np.ndarray:
     """The 125k-grid points inside both meshes of one pair, ``[K, 3]``."""
-    (lo_r, hi_r), (lo_l, hi_l) = _boxes(right[None]), _boxes(left[None])
-    points = _cell_centres(CHECK, torch.minimum(lo_r, lo_l), torch.maximum(hi_r, hi_l), torch.full((1, 3), RESOLUTION))
+    points = intersection_grid(right[None], left[None], RESOLUTION)
     both = points_inside_mesh(points, right[None], faces[0]) & points_inside_mesh(points, left[None], faces[1])
     return points[0][both[0]].numpy()
 

@@ -11,19 +11,18 @@ penetration depth of either hand's vertices into the other.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from handgeom.datasets import Augment, DatasetFormatError, InterHand26M, SyntheticInteractingHands
+from handgeom.datasets import Augment, InterHand26M, SyntheticInteractingHands
 from handgeom.losses import DIR_WEIGHTS, dir_loss, dir_targets, placed_meshes
 from handgeom.metrics import alignment_scale, count_intersections, intersection_volume, mpjpe, penetration_depth
 from handgeom.models.dir import PRESETS as MODEL_PRESETS
 from handgeom.models.dir import InteractingHandsNet
-from handgeom.train.loop import TrainConfig, TrainError, model_preset
+from handgeom.train.loop import TrainConfig, data_source, model_preset
 
 name = "dir"
 LOSS_TERMS = tuple(DIR_WEIGHTS)
@@ -50,18 +49,10 @@ def dataset(data: str, split: str, config: TrainConfig, size: int, seed: int) ->
     InterHand2.6M's interacting frames (the train split for training, with augmentation seeded
     by ``seed``; val otherwise)."""
     image_size = model_preset(config, MODEL_PRESETS).image_size
-    if data == "synthetic":
-        return SyntheticInteractingHands(size, image_size, seed=seed)
-    if data.startswith("interhand:"):
-        root = Path(data.split(":", 1)[1])
-        if not root.is_dir():
-            raise TrainError(f"--data {data}: {root} is not a directory")
-        try:
-            return InterHand26M(root, "train" if split == "train" else "val", image_size, interacting_only=True,
-                                transform=Augment(seed=seed) if split == "train" else None)
-        except DatasetFormatError as error:
-            raise TrainError(f"--data {data}: {error}") from None
-    raise TrainError(f"--data must be 'synthetic' or 'interhand:PATH', got {data!r}")
+    return data_source(data, lambda: SyntheticInteractingHands(size, image_size, seed=seed), {
+        "interhand": lambda root: InterHand26M(root, "train" if split == "train" else "val", image_size,
+                                               interacting_only=True,
+                                               transform=Augment(seed=seed) if split == "train" else None)})
 
 
 def _faces(model: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from PIL import Image, ImageDraw
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
@@ -27,7 +28,8 @@ from handgeom.metrics import intersection_volume, mpjpe, penetration_depth, proc
 from handgeom.models.handobject import PRESETS as MODEL_PRESETS
 from handgeom.models.handobject import HandObjectNet
 from handgeom.ops.mesh import signed_distance
-from handgeom.train.loop import TrainConfig, TrainError, model_preset
+from handgeom.train.loop import TrainConfig, TrainError, data_source, model_preset
+from handgeom.viz import render_pixels
 
 name = "handobject"
 LOSS_TERMS = tuple(HANDOBJECT_WEIGHTS)
@@ -54,12 +56,11 @@ def dataset(data: str, split: str, config: TrainConfig, size: int, seed: int) ->
     """``synthetic``: :class:`SyntheticHandObject` drawn with ``seed``. (HO3D's and DexYCB's
     readers give the object's pose but not its YCB mesh, which the network and the penetration
     loss need: they are not accepted yet.)"""
-    if data == "synthetic":
-        return SyntheticHandObject(size, model_preset(config, MODEL_PRESETS).image_size, seed=seed)
     if data.split(":", 1)[0] in ("ho3d", "dexycb"):
         raise TrainError(f"--data {data}: the {data.split(':')[0]} reader gives no object meshes (YCB models), "
                          f"which hand-object training needs; train on 'synthetic'")
-    raise TrainError(f"--data must be 'synthetic', got {data!r}")
+    image_size = model_preset(config, MODEL_PRESETS).image_size
+    return data_source(data, lambda: SyntheticHandObject(size, image_size, seed=seed), {})
 
 
 def _faces(model: nn.Module) -> torch.Tensor:
@@ -141,46 +142,50 @@ def markdown(metrics: dict[str, Any]) -> str:
 
 
 def figures(model: nn.Module, metrics: dict[str, Any], dataset: Dataset, out: Path, images: int = 4) -> list[Path]:
-    """``examples.png``: the first ``images`` held-out images, each as three panels: the input,
-    the predicted hand and object over it (the camera's view, through the predicted weak-perspective
-    camera), and the prediction from 60 degrees around the vertical axis; the volume inside both
-    meshes is tinted red. Returns the files written."""
-    from PIL import Image
+    """``examples.png``: :func:`examples` of the first ``images`` held-out images. Returns the
+    files written."""
+    path = out / "examples.png"
+    examples({"prediction": model}, dataset, range(min(images, len(dataset)))).save(path)
+    return [path]
 
-    from handgeom.viz import render_pixels
 
-    device = next(model.parameters()).device
-    batch = torch.utils.data.default_collate([dataset[i] for i in range(min(images, len(dataset)))])
+def examples(models: dict[str, nn.Module], dataset: Dataset, indices) -> Image.Image:
+    """A picture of hand-object predictions: one row per sample ``indices`` of ``dataset``; the
+    input, then per model (``{label: network}``) its hand and object over the input (the camera's
+    view, through the predicted weak-perspective camera), then per model the same from 60 degrees
+    around the vertical axis. The volume inside both meshes is tinted red."""
+    batch = torch.utils.data.default_collate([dataset[i] for i in indices])
+    first = next(iter(models.values()))
+    device = next(first.parameters()).device
     t = handobject_targets({k: v.to(device) for k, v in batch.items()})
-    last = _forward(model, t)[-1]
-    size = t["image"].shape[-1]
-    zoom = 2
-    pixels = size * zoom
-    turn = torch.tensor([[0.5, 0, 0.866], [0, 1, 0], [-0.866, 0, 0.5]], dtype=last["verts"].dtype, device=device)
-    hand_faces = _faces(model)
+    predictions = {label: _forward(net, t)[-1] for label, net in models.items()}
+    pixels = 2 * t["image"].shape[-1]
+    turn = torch.tensor([[0.5, 0, 0.866], [0, 1, 0], [-0.866, 0, 0.5]], dtype=t["verts"].dtype, device=device)
+    hand_faces = _faces(first)
     rows = []
     for b in range(t["image"].shape[0]):
         image = np.array(Image.fromarray((t["image"][b].permute(1, 2, 0).cpu() * 255).byte().numpy())
-                           .resize((pixels, pixels), Image.Resampling.BILINEAR))
-        s, offset = last["camera"][b, 0], last["camera"][b, 1:]
-
-        scene = torch.cat([last["verts"][b], last["object_verts"][b]])
-        centre = (scene.amin(0) + scene.amax(0)) / 2
-        turned = (scene - centre) @ turn.T
-        fit = 0.85 * pixels / float((turned.amax(0) - turned.amin(0))[:2].max())  # the turned scene fills the panel
-
-        def to_pixels(v: torch.Tensor, rotate: bool) -> torch.Tensor:
-            if rotate:  # about the scene's centre, centred in the panel
-                return fit * (v - centre) @ turn.T + torch.tensor([pixels / 2, pixels / 2, 0.0], dtype=v.dtype, device=v.device)
-            return torch.cat([(s * v[:, :2] + offset + 1) * pixels / 2, s * v[:, 2:] * pixels / 2], 1)
-
-        panels = [image]
-        for rotate in (False, True):
-            meshes = [(to_pixels(last["verts"][b], rotate), hand_faces, (0.93, 0.72, 0.6)),
-                      (to_pixels(last["object_verts"][b], rotate), t["object_faces"][b], (0.45, 0.6, 0.85))]
-            panels.append(render_pixels(meshes, (pixels, pixels), background=None if rotate else image,
-                                        opacity=0.85, highlight=(0.9, 0.05, 0.05)))
-        rows.append(np.concatenate(panels, 1))
-    path = out / "examples.png"
-    Image.fromarray(np.concatenate(rows, 0)).save(path)
-    return [path]
+                         .resize((pixels, pixels), Image.Resampling.BILINEAR))
+        camera_views, turned_views = [], []
+        for last in predictions.values():
+            s, offset = last["camera"][b, 0], last["camera"][b, 1:]
+            scene = torch.cat([last["verts"][b], last["object_verts"][b]])
+            centre = (scene.amin(0) + scene.amax(0)) / 2
+            turned = (scene - centre) @ turn.T
+            fit = 0.85 * pixels / float((turned.amax(0) - turned.amin(0))[:2].max())  # the turned scene fills the panel
+            middle = torch.tensor([pixels / 2, pixels / 2, 0.0], dtype=scene.dtype, device=device)
+            for views, place, background in (
+                    (camera_views, lambda v: torch.cat([(s * v[:, :2] + offset + 1) * pixels / 2, s * v[:, 2:] * pixels / 2], 1),
+                     image),
+                    (turned_views, lambda v: fit * (v - centre) @ turn.T + middle, None)):
+                meshes = [(place(last["verts"][b]), hand_faces, (0.93, 0.72, 0.6)),
+                          (place(last["object_verts"][b]), t["object_faces"][b], (0.45, 0.6, 0.85))]
+                views.append(render_pixels(meshes, (pixels, pixels), background=background, opacity=0.85,
+                                           highlight=(0.9, 0.05, 0.05)))
+        rows.append(np.concatenate([image] + camera_views + turned_views, 1))
+    picture = Image.fromarray(np.concatenate(rows, 0))
+    if len(models) > 1:  # label the columns
+        draw = ImageDraw.Draw(picture)
+        for k, label in enumerate(list(models) * 2):
+            draw.text((pixels * (1 + k) + 4, 4), label, fill=(0, 0, 0))
+    return picture

@@ -29,8 +29,10 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm import tqdm
 
+from handgeom.datasets.real import DatasetFormatError
+
 __all__ = ["System", "TrainConfig", "train", "evaluate_checkpoint", "load_checkpoint", "export_weights", "StepBatches",
-           "TrainError", "model_preset"]
+           "TrainError", "model_preset", "data_source", "Memoized"]
 
 CHECKPOINT = "last.pt"
 LOG = "log.jsonl"
@@ -80,6 +82,25 @@ class System(Protocol):
     def evaluate(self, model: nn.Module, loader: DataLoader, config: TrainConfig) -> dict[str, Any]: ...
 
     def markdown(self, metrics: dict[str, Any]) -> str: ...
+
+
+def data_source(data: str, synthetic: Callable[[], Dataset], readers: dict[str, Callable[[Path], Dataset]]) -> Dataset:
+    """The dataset ``--data`` names: ``"synthetic"``, or ``NAME:PATH`` for one of ``readers``
+    (each makes its dataset from the directory PATH). A missing directory, a reader's
+    :class:`~handgeom.datasets.DatasetFormatError` or an unknown name is a one-line
+    :class:`TrainError`."""
+    if data == "synthetic":
+        return synthetic()
+    name, _, path = data.partition(":")
+    if name in readers and path:
+        root = Path(path)
+        if not root.is_dir():
+            raise TrainError(f"--data {data}: {root} is not a directory")
+        try:
+            return readers[name](root)
+        except DatasetFormatError as error:
+            raise TrainError(f"--data {data}: {error}") from None
+    raise TrainError(f"--data must be {' or '.join(['synthetic'] + [f'{n}:PATH' for n in readers])}, got {data!r}")
 
 
 def model_preset(config: TrainConfig, presets: dict[str, Any]) -> Any:

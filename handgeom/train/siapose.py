@@ -21,12 +21,12 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from handgeom.datasets import DatasetFormatError, PanopticHands, SyntheticSingleHand
+from handgeom.datasets import PanopticHands, SyntheticSingleHand
 from handgeom.losses import SIAPOSE_WEIGHTS, heatmap_targets, siapose_loss, single_hand_2d
 from handgeom.metrics import pck
 from handgeom.models.siapose import PRESETS as MODEL_PRESETS
 from handgeom.models.siapose import SiaPose
-from handgeom.train.loop import TrainConfig, TrainError, model_preset
+from handgeom.train.loop import TrainConfig, data_source, model_preset
 
 name = "siapose"
 LOSS_TERMS = tuple(SIAPOSE_WEIGHTS)
@@ -54,17 +54,8 @@ def dataset(data: str, split: str, config: TrainConfig, size: int, seed: int) ->
     Panoptic hand datasets' files under PATH (:class:`~handgeom.datasets.PanopticHands`: the
     paper's random 70/15/15 split, train for training, test otherwise)."""
     image_size = model_preset(config, MODEL_PRESETS).image_size
-    if data == "synthetic":
-        return SyntheticSingleHand(size, image_size, seed=seed)
-    if data.startswith("panoptic:"):
-        root = Path(data.split(":", 1)[1])
-        if not root.is_dir():
-            raise TrainError(f"--data {data}: {root} is not a directory")
-        try:
-            return PanopticHands(root, "train" if split == "train" else "test", image_size)
-        except DatasetFormatError as error:
-            raise TrainError(f"--data {data}: {error}") from None
-    raise TrainError(f"--data must be 'synthetic' or 'panoptic:PATH', got {data!r}")
+    return data_source(data, lambda: SyntheticSingleHand(size, image_size, seed=seed),
+                       {"panoptic": lambda root: PanopticHands(root, "train" if split == "train" else "test", image_size)})
 
 
 def phase(step: int, config: TrainConfig) -> str:

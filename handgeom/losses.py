@@ -162,6 +162,14 @@ def _smooth_l1(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> 
     return _masked_mean(F.smooth_l1_loss(pred, target, reduction="none"), mask)
 
 
+def _pose_terms(out: dict, targets: dict, joint: torch.Tensor, hand: torch.Tensor) -> dict[str, torch.Tensor]:
+    """One estimate's SmoothL1 terms of the root-relative 3D joints and vertices (metres /
+    ``DIR_LENGTH``) and of the normalized 2D joints, where ``joint`` and ``hand`` are valid."""
+    return {"joints_3d": _smooth_l1(out["joints"] / DIR_LENGTH, targets["joints"] / DIR_LENGTH, joint),
+            "verts_3d": _smooth_l1(out["verts"] / DIR_LENGTH, targets["verts"] / DIR_LENGTH, hand),
+            "joints_2d": _smooth_l1(out["joints_uv"], targets["joints_uv"], joint)}
+
+
 def mesh_edges(faces: torch.Tensor) -> torch.Tensor:
     """The unique undirected edges ``[E, 2]`` of a triangle mesh."""
     edges = torch.cat([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]]).sort(1).values
@@ -229,9 +237,8 @@ def dir_loss(outputs: list[dict[str, torch.Tensor]], targets: dict[str, torch.Te
         terms[name] = terms.get(name, 0.0) + value
 
     for out in outputs:
-        add("joints_3d", _smooth_l1(out["joints"] / DIR_LENGTH, targets["joints"] / DIR_LENGTH, joint))
-        add("verts_3d", _smooth_l1(out["verts"] / DIR_LENGTH, targets["verts"] / DIR_LENGTH, hand))
-        add("joints_2d", _smooth_l1(out["joints_uv"], targets["joints_uv"], joint))
+        for name, value in _pose_terms(out, targets, joint, hand).items():
+            add(name, value)
         add("verts_2d", _smooth_l1(out["verts_uv"], targets["verts_uv"], hand))
         add("edge", sum(edge_length_loss(out["verts"][:, s], targets["verts"][:, s], edges[s], hand[:, s])
                         for s in range(2)) / 2)
@@ -344,9 +351,8 @@ def handobject_loss(outputs: list[dict[str, torch.Tensor]], targets: dict[str, t
         terms[name] = terms.get(name, 0.0) + value
 
     for out in outputs:
-        add("joints_3d", _smooth_l1(out["joints"] / DIR_LENGTH, targets["joints"] / DIR_LENGTH, joint))
-        add("verts_3d", _smooth_l1(out["verts"] / DIR_LENGTH, targets["verts"] / DIR_LENGTH, hand))
-        add("joints_2d", _smooth_l1(out["joints_uv"], targets["joints_uv"], joint))
+        for name, value in _pose_terms(out, targets, joint, hand).items():
+            add(name, value)
         add("object", _smooth_l1(out["object_verts"] / DIR_LENGTH, targets["object_verts"] / DIR_LENGTH,
                                  targets["object_real"]))
     last = outputs[-1]

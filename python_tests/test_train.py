@@ -154,6 +154,11 @@ def test_init_fine_tunes_from_a_checkpoint_or_shipped_weights(tmp_path):
     (["train", "dir", "--preset", "tiny", "--init", "/no/such/weights.pt", "--resume"], "choose one"),
     (["train", "dir", "--preset", "tiny", "--lr", "0"], "--lr"),
     (["export", "dir", "/no/such/checkpoint.pt", "--to", "/tmp/never.pt"], "no checkpoint"),
+    (["train", "handobject", "--preset", "huge"], "unknown preset"),
+    (["train", "handobject", "--preset", "tiny", "--data", "ho3d:/no/such/dir"], "object meshes"),
+    (["train", "handobject", "--preset", "tiny", "--data", "interhand:/x"], "--data"),
+    (["train", "handobject", "--preset", "tiny", "--loss", "penetration=-1"], "non-negative"),
+    (["eval", "handobject", "/no/such/checkpoint.pt"], "no checkpoint"),
 ])
 def test_cli_bad_input_is_one_line(argv, words, tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:

@@ -272,7 +272,7 @@ def dir_loss(outputs: list[dict[str, torch.Tensor]], targets: dict[str, torch.Te
 #: The hand-object network's loss weights. ``penetration`` is the exact SDF loss (both ways);
 #: ``--loss penetration=0`` trains the ablation's model without it.
 HANDOBJECT_WEIGHTS = {"joints_3d": 10.0, "verts_3d": 10.0, "joints_2d": 10.0, "object": 10.0, "seg": 0.5,
-                      "penetration": 1000.0, "contact": 10.0}
+                      "penetration": 100.0, "contact": 10.0}
 CONTACT_DISTANCE = 0.01  # metres: hand vertices this close to the object are attracted (ObMan's 1 cm)
 
 

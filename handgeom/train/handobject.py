@@ -3,9 +3,9 @@
 Evaluation (``handgeom eval handobject``), per estimate (initial, refined): the hand's MPJPE and
 MPVPE in mm, root-relative (the wrist as root) and Procrustes-aligned (scale, rotation and
 translation fitted to the truth per hand), the object's centre error and its mean vertex error
-(the posed template against the truth, root-relative). On the refined meshes, the interaction
-metrics of :mod:`handgeom.metrics` (``predicted``), and the same for the ground truth for reference (``truth``): the
-hand-object distance (per image, the smallest distance from a hand vertex to the object's
+(the posed template against the truth, root-relative). On the refined meshes (``predicted``), and
+on the ground truth for reference (``truth``), the interaction metrics of :mod:`handgeom.metrics`:
+the hand-object distance (per image, the smallest distance from a hand vertex to the object's
 surface, 0 in contact or inside; mm), the penetration depth (the deepest hand vertex inside the
 object, ObMan's and gSDF's definition; mm), the intersection volume on 1 mm and 5 mm grids (cm³)
 and the contact ratio (images with a hand vertex within 5 mm of the object or inside it).

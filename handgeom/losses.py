@@ -158,6 +158,19 @@ def _loss_weights(where: str, defaults: dict[str, float], weights: dict[str, flo
     return w
 
 
+class _Terms(dict):
+    """A loss's terms, each summed over the estimates it is added for."""
+
+    def add(self, name: str, value: torch.Tensor) -> None:
+        self[name] = self.get(name, 0.0) + value
+
+    def total(self, w: dict[str, float], device: torch.device) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The sum of the terms of positive weight in ``w``, weighted, and every term detached
+        (a term of weight 0 is still reported in the logs)."""
+        total = sum((w[k] * v for k, v in self.items() if w[k] > 0), torch.zeros((), device=device))
+        return total, {k: v.detach().to(total.dtype) for k, v in self.items()}
+
+
 def _smooth_l1(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return _masked_mean(F.smooth_l1_loss(pred, target, reduction="none"), mask)
 
@@ -231,40 +244,35 @@ def dir_loss(outputs: list[dict[str, torch.Tensor]], targets: dict[str, torch.Te
     hand, joint = targets["hand_valid"], targets["joints_valid"]
     both = hand.all(1)
     edges = [mesh_edges(f) for f in faces]
-    terms: dict[str, torch.Tensor] = {}
-
-    def add(name: str, value: torch.Tensor) -> None:
-        terms[name] = terms.get(name, 0.0) + value
-
+    terms = _Terms()
     for out in outputs:
         for name, value in _pose_terms(out, targets, joint, hand).items():
-            add(name, value)
-        add("verts_2d", _smooth_l1(out["verts_uv"], targets["verts_uv"], hand))
-        add("edge", sum(edge_length_loss(out["verts"][:, s], targets["verts"][:, s], edges[s], hand[:, s])
+            terms.add(name, value)
+        terms.add("verts_2d", _smooth_l1(out["verts_uv"], targets["verts_uv"], hand))
+        terms.add("edge", sum(edge_length_loss(out["verts"][:, s], targets["verts"][:, s], edges[s], hand[:, s])
                         for s in range(2)) / 2)
-        add("normal", sum(normal_loss(out["verts"][:, s], targets["verts"][:, s], faces[s], hand[:, s])
+        terms.add("normal", sum(normal_loss(out["verts"][:, s], targets["verts"][:, s], faces[s], hand[:, s])
                           for s in range(2)) / 2)
-        add("offset", _smooth_l1(out["offset"] / DIR_LENGTH, targets["offset"] / DIR_LENGTH, both))
+        terms.add("offset", _smooth_l1(out["offset"] / DIR_LENGTH, targets["offset"] / DIR_LENGTH, both))
     last = outputs[-1]
     size = targets["seg"].shape[-2:]
     seg = F.interpolate(last["seg"], size=size, mode="bilinear", align_corners=False)
     class_weight = seg.new_tensor(SEG_CLASS_WEIGHTS)[targets["seg"]]  # weighted cross-entropy, per sample
-    add("seg", _masked_mean(F.cross_entropy(seg, targets["seg"], reduction="none") * class_weight
+    terms.add("seg", _masked_mean(F.cross_entropy(seg, targets["seg"], reduction="none") * class_weight
                             / class_weight.flatten(1).mean(1)[:, None, None], torch.ones_like(class_weight[:, 0, 0])))
     dense = F.interpolate(last["dense"], size=size, mode="bilinear", align_corners=False)
     on_hands = (targets["seg"] > 0)[:, None].expand_as(dense)
-    add("dense", _smooth_l1(dense, targets["dense"], on_hands))
+    terms.add("dense", _smooth_l1(dense, targets["dense"], on_hands))
     right, left = placed_meshes(last)
     pair = both.to(right.dtype)
     with torch.set_grad_enabled(torch.is_grad_enabled() and w["occupancy"] > 0):
         occ = intersection_loss(last["joints"][:, 1] - last["offset"][:, None], last["joints"][:, 0], occupancy_net,
                                 points="mesh", verts_left=left, verts_right=right, reduction="none")
-        add("occupancy", (occ * pair).sum() / pair.sum().clamp_min(1))
+        terms.add("occupancy", (occ * pair).sum() / pair.sum().clamp_min(1))
     with torch.set_grad_enabled(torch.is_grad_enabled() and w["penetration"] > 0):
         pen = mutual_penetration(right, faces[0], left, faces[1])
-        add("penetration", (pen.to(pair) * pair).sum() / pair.sum().clamp_min(1))
-    total = sum((w[k] * v for k, v in terms.items() if w[k] > 0), torch.zeros((), device=right.device))
-    return total, {k: v.detach() for k, v in terms.items()}
+        terms.add("penetration", (pen.to(pair) * pair).sum() / pair.sum().clamp_min(1))
+    return terms.total(w, right.device)
 
 
 # ---- hand-object reconstruction (HandObjectNet) ---------------------------------------------------
@@ -345,29 +353,24 @@ def handobject_loss(outputs: list[dict[str, torch.Tensor]], targets: dict[str, t
     """
     w = _loss_weights("handobject_loss", HANDOBJECT_WEIGHTS, weights)
     hand, joint = targets["hand_valid"], targets["joints_valid"]
-    terms: dict[str, torch.Tensor] = {}
-
-    def add(name: str, value: torch.Tensor) -> None:
-        terms[name] = terms.get(name, 0.0) + value
-
+    terms = _Terms()
     for out in outputs:
         for name, value in _pose_terms(out, targets, joint, hand).items():
-            add(name, value)
-        add("object", _smooth_l1(out["object_verts"] / DIR_LENGTH, targets["object_verts"] / DIR_LENGTH,
+            terms.add(name, value)
+        terms.add("object", _smooth_l1(out["object_verts"] / DIR_LENGTH, targets["object_verts"] / DIR_LENGTH,
                                  targets["object_real"]))
     last = outputs[-1]
     size = targets["hand_mask"].shape[-2:]
     bce = lambda logits, mask: F.binary_cross_entropy_with_logits(
         F.interpolate(logits, size=size, mode="bilinear", align_corners=False)[:, 0], mask, reduction="none").mean((1, 2))
-    add("seg", (bce(last["hand_seg"], targets["hand_mask"]) + bce(last["object_seg"], targets["object_mask"])).mean())
+    terms.add("seg", (bce(last["hand_seg"], targets["hand_mask"]) + bce(last["object_seg"], targets["object_mask"])).mean())
     with torch.set_grad_enabled(torch.is_grad_enabled() and w["penetration"] > 0):
         pen = hand_object_penetration(last["verts"], hand_faces, last["object_verts"], targets["object_faces"],
                                       targets["object_real"])
-        add("penetration", _masked_mean(pen[:, None], hand))
+        terms.add("penetration", _masked_mean(pen[:, None], hand))
     with torch.set_grad_enabled(torch.is_grad_enabled() and w["contact"] > 0):
-        add("contact", _masked_mean(contact_loss(last["verts"], last["object_verts"], targets["object_faces"])[:, None], hand))
-    total = sum((w[k] * v for k, v in terms.items() if w[k] > 0), torch.zeros((), device=last["joints"].device))
-    return total, {k: v.detach().to(total.dtype) for k, v in terms.items()}
+        terms.add("contact", _masked_mean(contact_loss(last["verts"], last["object_verts"], targets["object_faces"])[:, None], hand))
+    return terms.total(w, last["joints"].device)
 
 
 # ---- SiaPose (SIA-GCN, BMVC 2020): 2D hand pose from heatmaps -------------------------------------

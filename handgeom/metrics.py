@@ -22,7 +22,8 @@ from handgeom.losses import default_occupancy_net, mirror
 from handgeom.models.occupancy import HAND_CULL_MARGIN
 from handgeom.ops.mesh import points_inside_mesh, signed_distance
 
-__all__ = ["mpjpe", "alignment_scale", "procrustes", "penetration_depth", "intersection_volume", "contact_ratio", "count_intersections", "intersection_grid",
+__all__ = ["mpjpe", "alignment_scale", "procrustes", "hand_object_gap", "penetration_depth", "intersection_volume",
+           "contact_ratio", "CONTACT_THRESHOLD", "count_intersections", "intersection_grid",
            "count_intersections_occupancy", "pck", "mpck"]
 
 
@@ -72,6 +73,20 @@ def procrustes(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return scale[..., None, None] * p @ rotation.transpose(-1, -2) + mu_t
 
 
+CONTACT_THRESHOLD = 0.005  # metres: a hand is in contact with an object this close (or inside it)
+
+
+def hand_object_gap(hand_verts: torch.Tensor, obj_verts: torch.Tensor, obj_faces: torch.Tensor,
+                    name: str = "hand_object_gap") -> torch.Tensor:
+    """The smallest signed distance from a hand vertex to the object's surface, ``[B]`` metres:
+    the hand-object distance where positive, minus the penetration depth where negative (the
+    deepest vertex inside has the most negative distance); +inf for a hand of no vertex, NaN for a
+    pair with a non-finite vertex. One signed-distance query gives every metric below."""
+    _pair(Checker(name), hand_verts, obj_verts, ("hand_verts", "obj_verts"))
+    sdf, _, _ = signed_distance(hand_verts.detach(), obj_verts.detach(), obj_faces)
+    return F.pad(sdf, (0, 1), value=math.inf).amin(dim=1)  # NaN propagates
+
+
 def penetration_depth(hand_verts: torch.Tensor, obj_verts: torch.Tensor, obj_faces: torch.Tensor) -> torch.Tensor:
     """Maximum depth of the hand's vertices inside the object, 0 if none is inside: ``[B]``.
 
@@ -80,23 +95,18 @@ def penetration_depth(hand_verts: torch.Tensor, obj_verts: torch.Tensor, obj_fac
     surface among hand vertices that lie inside the object. 0 for no hand vertex; NaN for a pair
     with a non-finite vertex.
     """
-    _pair(Checker("penetration_depth"), hand_verts, obj_verts, ("hand_verts", "obj_verts"))
-    sdf, _, _ = signed_distance(hand_verts.detach(), obj_verts.detach(), obj_faces)
-    return F.pad((-sdf).clamp_min(0), (0, 1)).amax(dim=1)  # the padding 0: the depth of no vertex
+    return (-hand_object_gap(hand_verts, obj_verts, obj_faces, "penetration_depth")).clamp_min(0)
 
 
 def contact_ratio(hand_verts: torch.Tensor, obj_verts: torch.Tensor, obj_faces: torch.Tensor,
-                  threshold: float = 0.005) -> float:
+                  threshold: float = CONTACT_THRESHOLD) -> float:
     """Fraction of samples in contact: some hand vertex lies within ``threshold`` metres of the
     object's surface, or inside it (signed distance below ``threshold``), as the hand-object
     literature reports it (e.g. Hasson et al. 2019; thresholds of a few millimetres). 0 for an
     empty batch; NaN when a pair has a non-finite vertex."""
-    ck = Checker("contact_ratio")
-    _pair(ck, hand_verts, obj_verts, ("hand_verts", "obj_verts"))
-    threshold = ck.real(threshold, "threshold")
-    sdf, _, _ = signed_distance(hand_verts.detach(), obj_verts.detach(), obj_faces)
-    nearest = F.pad(sdf, (0, 1), value=math.inf).amin(dim=1)  # NaN propagates
-    contact = torch.where(nearest.isnan(), math.nan, (nearest < threshold).to(sdf.dtype))
+    threshold = Checker("contact_ratio").real(threshold, "threshold")
+    gap = hand_object_gap(hand_verts, obj_verts, obj_faces, "contact_ratio")
+    contact = torch.where(gap.isnan(), math.nan, (gap < threshold).to(gap.dtype))
     return contact.sum().item() / max(len(contact), 1)
 
 

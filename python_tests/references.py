@@ -198,3 +198,10 @@ def occupancy_penalty(logits, point_weights, truncate=False):
     p = torch.sigmoid(logits)
     q = p * p * (p > 0.5) if truncate else p * p
     return (point_weights * q).sum(-1)
+
+
+def signed_volume(verts: torch.Tensor, faces: torch.Tensor) -> float:
+    """The volume a closed triangle mesh encloses (divergence theorem: the sum of its faces'
+    tetrahedra with the origin), positive when its faces wind outward."""
+    a, b, c = verts.double()[faces].unbind(1)
+    return float(torch.linalg.det(torch.stack([a, b, c], 1)).sum() / 6)

@@ -1,7 +1,5 @@
 """The hand model: closed oriented meshes for every pose, kinematics, IK, converters, presets."""
 
-import math
-
 import numpy as np
 import pytest
 import torch

@@ -4,6 +4,7 @@ shipped weights (its command line's errors: test_train.py)."""
 
 import copy
 import math
+import shutil
 
 import pytest
 import torch
@@ -16,6 +17,9 @@ from handgeom.losses import (CONTACT_DISTANCE, HANDOBJECT_WEIGHTS, contact_loss,
 from handgeom.models import HandObjectNet
 from handgeom.models.handobject import BOX_EDGES, box_keypoints, contact_adjacency
 from handgeom.train import evaluate_checkpoint, system, train
+from handgeom.train.handobject import RightHand
+from references import signed_volume
+from test_readers import S, dexycb_fixture, ho3d_fixture
 
 HANDOBJECT = system("handobject")
 
@@ -237,6 +241,33 @@ def test_train_and_eval_a_tiny_checkpoint(tmp_path):
     assert metrics["truth"]["depth_mm"] <= 1.0 and metrics["samples"] == 2
     assert "PA-MPJPE" in (tmp_path / "eval" / "eval.md").read_text()
     assert (tmp_path / "eval" / "examples.png").stat().st_size > 0
+
+
+def test_right_hand_mirrors_a_left_hand_frame(tmp_path):
+    cls, _, _ = dexycb_fixture(tmp_path)
+    ds = cls(tmp_path, image_size=S, objects=True)
+    left = ds[1]  # the left-hand sequence's frame
+    assert left["hand_valid"].tolist() == [False, True]
+    right = RightHand()(left, 1)
+    mirror = torch.tensor([-1.0, 1.0, 1.0])
+    assert right["hand_valid"].tolist() == [True, False]
+    torch.testing.assert_close(right["joints_3d"][0], left["joints_3d"][1] * mirror)
+    torch.testing.assert_close(right["image"], left["image"].flip(-1), atol=1e-5, rtol=0)
+    t = handobject_targets(torch.utils.data.default_collate([right]))
+    template = handobject_targets(torch.utils.data.default_collate([left]))["template"]
+    torch.testing.assert_close(t["template"], template * mirror, atol=1e-6, rtol=0)  # the mirrored object
+    assert signed_volume(right["object_verts"], right["object_faces"]) > 0  # still outward-oriented
+    assert torch.equal(RightHand()(ds[0], 0)["image"], ds[0]["image"])  # a right hand's frame stays as it is
+
+
+def test_train_and_eval_on_a_ho3d_layout(tmp_path):
+    root = tmp_path / "ho3d"
+    ho3d_fixture(root)
+    shutil.copytree(root / "train", root / "evaluation")  # the full annotations of the evaluation split
+    path = train(HANDOBJECT, "tiny", f"ho3d:{root}", tmp_path / "run", steps=2, progress=False)
+    metrics = evaluate_checkpoint(HANDOBJECT, path, f"ho3d:{root}", tmp_path / "eval", size=2)
+    assert metrics["samples"] == 2 and math.isfinite(metrics["refined"]["mpjpe"])
+    assert metrics["truth"]["volume_1mm_cm3"] >= 0 and (tmp_path / "eval" / "examples.png").is_file()
 
 
 @pytest.mark.parametrize("sdf_loss", [True, False])

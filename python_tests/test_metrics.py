@@ -7,8 +7,8 @@ import torch
 import trimesh
 
 from handgeom.hand import HandModel, two_hand_preset
-from handgeom.metrics import (contact_ratio, count_intersections, intersection_volume, mpjpe, penetration_depth,
-                              procrustes)
+from handgeom.metrics import (contact_ratio, count_intersections, hand_object_gap, intersection_volume, mpjpe,
+                              penetration_depth, procrustes)
 import references as ref
 
 
@@ -76,6 +76,10 @@ def test_penetration_depth_and_contact_ratio():
     inside = ref.winding_number(inside_hand[0], obj[0], faces) > 0.5
     torch.testing.assert_close(depth, torch.tensor([distance[inside].max().item(), 0.0], dtype=torch.float64))
     assert contact_ratio(hands, obj.expand(2, -1, -1), faces) == 0.5
+    # the signed gap: minus the depth inside, the closest vertex's distance outside
+    far, _ = ref.point_triangle_distance(far_hand[0], obj[0], faces)
+    torch.testing.assert_close(hand_object_gap(hands, obj.expand(2, -1, -1), faces),
+                               torch.stack([-depth[0], far.min()]))
 
 
 def test_metric_arguments_are_checked():

@@ -16,7 +16,7 @@ import torch
 from PIL import Image
 from torch.utils.data import default_collate
 
-from handgeom.datasets import real
+from handgeom.datasets import OBJECT_CLASSES, real
 from handgeom.datasets.dexycb import DexYCB
 from handgeom.datasets.freihand import FreiHAND
 from handgeom.datasets.ho3d import HO3D
@@ -26,6 +26,7 @@ from handgeom.datasets.sample import hand_params, project
 from handgeom.hand import HandModel, convert_joints
 from handgeom.hand.kinematics import axis_angle_to_matrix
 from handgeom.hand.skeleton import TO_OURS
+from references import signed_volume
 
 F64 = torch.float64
 W, H, S = 64, 48, 32  # original image size, crop size
@@ -70,6 +71,26 @@ def write_pickle(path: Path, obj) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "wb") as f:
         pickle.dump(obj, f)
+
+
+YCB_MODEL = "006_mustard_bottle"  # the hand-object fixtures' object
+CUBE = 0.03  # its model: a cube of this side about its frame's origin, metres
+CUBE_CORNERS = torch.tensor([[x, y, z] for x in (-1, 1) for y in (-1, 1) for z in (-1, 1)], dtype=F64) * CUBE / 2
+
+
+def write_object_model(root: Path) -> None:
+    """``models/<YCB_MODEL>/textured_simple.obj``: the cube (outward faces) written as a textured
+    OBJ is, each face with its own copies of its corners and texture coordinates (seams)."""
+    faces = [(0, 1, 2), (1, 3, 2), (4, 6, 5), (5, 6, 7), (0, 4, 1), (1, 4, 5),
+             (2, 3, 6), (3, 7, 6), (0, 2, 4), (2, 6, 4), (1, 5, 3), (3, 5, 7)]
+    lines = ["mtllib textured_simple.obj.mtl"]
+    for n, face in enumerate(faces):
+        lines += [f"v {x:.6f} {y:.6f} {z:.6f}" for x, y, z in CUBE_CORNERS[list(face)].tolist()]
+        lines += ["vt 0.1 0.2", "vt 0.3 0.4", "vt 0.5 0.6"]
+        lines.append("f " + " ".join(f"{3 * n + k + 1}/{3 * n + k + 1}" for k in range(3)))
+    path = root / "models" / YCB_MODEL / "textured_simple.obj"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines) + "\n")
 
 
 @dataclass
@@ -208,12 +229,13 @@ def ho3d_fixture(root: Path):
         obj_trans = torch.tensor([0.01, 0.02, -0.45], dtype=F64)
         meta = {"handJoints3D": (convert_joints(joints, "openpose", "mano") * GL).numpy(), "camMat": K.numpy(),
                 "objRot": None if frame == "0001" else obj_rot.numpy(), "objTrans": obj_trans.numpy(),
-                "objName": "006_mustard_bottle", "handPose": np.zeros(48), "handBeta": np.zeros(10)}
+                "objName": YCB_MODEL, "handPose": np.zeros(48), "handBeta": np.zeros(10)}
         write_pickle(root / "train" / "ABF10" / "meta" / f"{frame}.pkl", meta)
         write_image(root / "train" / "ABF10" / "rgb" / f"{frame}.png", {0: wrist_pixel(joints, K)})
         if frame != "0001":
             pose = torch.cat([axis_angle_to_matrix(obj_rot[:, 0]), obj_trans[:, None]], 1) * GL[:, None]
             expected.append(Expected(joints={0: joints}, dots=(0,), extras={"object_pose": pose}))
+    write_object_model(root)
     return HO3D, {}, expected
 
 
@@ -222,7 +244,8 @@ DEX_SERIAL = "836212060125"
 
 def dexycb_fixture(root: Path):
     """Subject 01 with a right-hand sequence (frames 0, 1; frame 1 has no hand: joint_3d all -1)
-    and a left-hand one (frame 0), seen by one camera; s0 train holds both sequences."""
+    and a left-hand one (frame 0), seen by one camera; s0 train holds both sequences. The grasped
+    object (``ycb_ids[1] = 5``, ``YCB_MODEL``) lies beside the wrist."""
     K = torch.tensor([[58.0, 0.0, 32.2], [0.0, 59.0, 23.6], [0.0, 0.0, 1.0]], dtype=F64)
     calib = root / "calibration" / "intrinsics" / f"{DEX_SERIAL}_640x480.yml"
     calib.parent.mkdir(parents=True)
@@ -236,7 +259,9 @@ def dexycb_fixture(root: Path):
                                            f"ycb_grasp_ind: 1\nmano_sides:\n- {side}\nmano_calib:\n- 20200709\n")
         for f in range(2 - q):
             joints = hand_joints(side, 30 + 2 * q + f, (22 + 6 * f, 20 + 4 * q), K)
-            pose_y = torch.randn(2, 3, 4, generator=torch.Generator().manual_seed(q * 2 + f), dtype=F64)
+            g = torch.Generator().manual_seed(q * 2 + f)
+            pose_y = torch.cat([axis_angle_to_matrix(torch.randn(2, 3, generator=g, dtype=F64)),
+                                (joints[0] + torch.tensor([0.03, -0.02, -0.04], dtype=F64))[:, None].expand(2, 3, 1)], 2)
             hand = joints if f == 0 else torch.full((21, 3), -1.0, dtype=F64)
             np.savez(sequence / DEX_SERIAL / f"labels_{f:06d}.npz", seg=np.zeros((H, W), np.uint8),
                      pose_y=pose_y.numpy().astype(np.float32), pose_m=np.zeros((1, 51), np.float32),
@@ -245,6 +270,7 @@ def dexycb_fixture(root: Path):
             if f == 0:  # the npz holds float32
                 expected.append(Expected(joints={q: joints.float().double()}, dots=(q,),
                                          extras={"object_pose": pose_y[1].float().double()}))
+    write_object_model(root)
     return DexYCB, {}, expected
 
 
@@ -418,3 +444,55 @@ def test_dexycb_errors(tmp_path):
     (tmp_path / "calibration" / "intrinsics" / f"{DEX_SERIAL}_640x480.yml").unlink()
     expect_error(f"{DEX_SERIAL}_640x480.yml", "not found", lambda: DexYCB(tmp_path))
     expect_error(str(tmp_path), "no <subject>", lambda: DexYCB(tmp_path, "val"))
+
+
+# ----------------------------------------------------------------------------------------------
+# The hand-object readers' object meshes
+
+
+@pytest.mark.parametrize("reader", ["ho3d", "dexycb"])
+def test_hand_object_readers_pose_the_ycb_mesh(reader, tmp_path):
+    ds, expected = make(reader, tmp_path, objects=True)
+    assert len(ds) == len(expected)
+    for i, want in enumerate(expected):
+        s = ds[i]
+        check_sample(s, want)
+        assert int(s["object_class"]) == OBJECT_CLASSES.index(YCB_MODEL) and s["object_class"].dtype == torch.int64
+        # the OBJ's seam copies merged: the cube's 8 corners and 12 faces, closed and outward-oriented
+        assert s["object_verts"].shape == (8, 3) and s["object_faces"].shape == (12, 3)
+        R, t = s["object_pose"][:, :3].double(), s["object_pose"][:, 3].double()
+        template = (s["object_verts"].double() - t) @ R
+        assert torch.cdist(template, CUBE_CORNERS).amin(1).max() < 1e-6
+        assert signed_volume(template, s["object_faces"]) == pytest.approx(CUBE ** 3, rel=1e-4)
+        # the object is in the crop, and in the mask where it is in front
+        uv = project(s["object_verts"].double(), s["K"].double())
+        assert (uv > 0).all() and (uv < S).all()
+        assert (s["mask"] == 3).any()
+    batch = default_collate([ds[i] for i in range(len(ds))])
+    assert batch["object_verts"].shape == (len(ds), 8, 3)
+    plain = type(ds)(tmp_path, image_size=S)  # without objects=True: the class, no mesh
+    assert "object_verts" not in plain[0] and int(plain[0]["object_class"]) == OBJECT_CLASSES.index(YCB_MODEL)
+
+
+def test_hand_object_reader_errors(tmp_path):
+    ho3d_fixture(tmp_path)
+    expect_error("elsewhere", "YCB object models", lambda: HO3D(tmp_path, objects=True, models=tmp_path / "elsewhere"))
+    model = tmp_path / "models" / YCB_MODEL / "textured_simple.obj"
+    model.write_text("v 0 0 0\nf 1 2 3\n")  # a face on vertices that do not exist
+    expect_error("textured_simple.obj", "not a readable OBJ mesh", lambda: HO3D(tmp_path, objects=True))
+    model.write_text("garbage\n")
+    expect_error("textured_simple.obj", "holds no triangle mesh", lambda: HO3D(tmp_path, objects=True))
+    model.unlink()
+    expect_error("textured_simple.obj", "object model not found", lambda: HO3D(tmp_path, objects=True))
+    path = tmp_path / "train" / "ABF10" / "meta" / "0002.pkl"
+    with open(path, "rb") as f:
+        meta = pickle.load(f)
+    write_pickle(path, {**meta, "objName": "teapot"})
+    expect_error("0002.pkl", "['objName']: 'teapot' is not a YCB-Video object", lambda: HO3D(tmp_path))
+
+
+def test_dexycb_bad_object_ids(tmp_path):
+    dexycb_fixture(tmp_path)
+    meta = tmp_path / "20200709-subject-01" / "20200709_153540" / "meta.yml"
+    meta.write_text(meta.read_text().replace("- 5\n", "- 40\n"))
+    expect_error("meta.yml", "['ycb_ids']", lambda: DexYCB(tmp_path))

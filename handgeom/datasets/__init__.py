@@ -8,11 +8,11 @@ from handgeom.datasets.dexycb import DexYCB
 from handgeom.datasets.freihand import FreiHAND
 from handgeom.datasets.ho3d import HO3D
 from handgeom.datasets.interhand import InterHand26M
-from handgeom.datasets.objects import OBJECT_CLASSES, make_object
+from handgeom.datasets.objects import OBJECT_CLASSES, SHAPES, YCB_OBJECTS, make_object
 from handgeom.datasets.pose2d import MHPHands, PanopticHands
 from handgeom.datasets.real import DatasetFormatError
 from handgeom.datasets.synthetic import SyntheticHandObject, SyntheticInteractingHands, SyntheticSingleHand
 
 __all__ = ["Augment", "photometric", "DexYCB", "FreiHAND", "HO3D", "InterHand26M", "MHPHands", "PanopticHands",
            "DatasetFormatError",
-           "OBJECT_CLASSES", "make_object", "SyntheticHandObject", "SyntheticInteractingHands", "SyntheticSingleHand"]
+           "OBJECT_CLASSES", "SHAPES", "YCB_OBJECTS", "make_object", "SyntheticHandObject", "SyntheticInteractingHands", "SyntheticSingleHand"]

@@ -7,10 +7,12 @@ rotation of the image about a point is the camera turned about its optical axis 
 about the camera's z axis, the principal point moves); a scale or shift of the image only changes
 the intrinsics; the horizontal flip mirrors the camera frame (x -> -x), which turns the left hand
 into a right hand and the right into a left: the slots swap, and a mirrored hand's parameters are
-``R -> M R M``, ``t -> M t`` with ``M = diag(-1, 1, 1)``, angles and lengths unchanged. Objects
-flip through their own mirror symmetry (every procedural object is symmetric under ``y -> -y`` in
-its frame), so ``object_verts`` stay the posed template; a real dataset's object (a pose without a
-mesh, which need not be symmetric) is never flipped. With ``fx != fy`` the augmented ``K`` gains an
+``R -> M R M``, ``t -> M t`` with ``M = diag(-1, 1, 1)``, angles and lengths unchanged. An object
+is mirrored too: its posed vertices ``v -> M v`` (faces re-wound, so that the mesh stays
+outward-oriented) and its pose ``R -> M R M``, ``t -> M t``, so that its template, ``R^T (v - t)``,
+becomes the mirrored template ``M T``: exact for any object, symmetric or not. A real dataset's
+object given by a pose alone (no mesh) is never flipped: its mirror image is not described by the
+pose. With ``fx != fy`` the augmented ``K`` gains an
 ``[1, 0]`` entry: projecting with the full matrix (:func:`~handgeom.datasets.sample.project`)
 stays exact.
 
@@ -31,7 +33,6 @@ from handgeom.datasets.sample import project, seeded_generator
 __all__ = ["Augment", "photometric"]
 
 _MIRROR = torch.diag(torch.tensor([-1.0, 1.0, 1.0]))
-_MIRROR_Y = torch.diag(torch.tensor([1.0, -1.0, 1.0]))
 
 
 def photometric(image: torch.Tensor, g: torch.Generator, gain: float = 0.2, blur: float = 0.5,
@@ -81,8 +82,8 @@ class Augment:
         s = 1 + self.scale * (2 * float(u[0]) - 1)
         angle = math.radians(self.rotation * (2 * float(u[1]) - 1))
         shift = (self.shift * (2 * u[2:4] - 1)).tolist()
-        real_object = "object_pose" in sample and "object_verts" not in sample
-        out = transform(sample, s, angle, shift, bool(u[4] < self.flip) and not real_object)
+        pose_only = "object_pose" in sample and "object_verts" not in sample
+        out = transform(sample, s, angle, shift, bool(u[4] < self.flip) and not pose_only)
         if self.colour:
             out["image"] = photometric(out["image"], g)
         return out
@@ -138,8 +139,8 @@ def transform(sample: dict[str, torch.Tensor], scale: float, angle: float, shift
     out["joints_2d"] = torch.where(out["joints_valid"][..., None], joints_2d, torch.zeros_like(joints_2d))
     if "object_pose" in sample:
         R, t = sample["object_pose"][:, :3], sample["object_pose"][:, 3]
-        out["object_pose"] = torch.cat([Gf @ R @ (_MIRROR_Y if flip else torch.eye(3)), (Gf @ t)[:, None]], 1)
-    if "object_verts" in sample:  # the posed template: re-posed through the symmetry on a flip
-        template = (sample["object_verts"] - t) @ R
-        out["object_verts"] = template @ out["object_pose"][:, :3].T + out["object_pose"][:, 3]
+        out["object_pose"] = torch.cat([Gf @ R @ M.float(), (Gf @ t)[:, None]], 1)
+    if "object_verts" in sample:
+        out["object_verts"] = sample["object_verts"] @ Gf.T
+        out["object_faces"] = sample["object_faces"][:, [0, 2, 1]] if flip else sample["object_faces"]
     return out

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 import yaml
 
+from handgeom.datasets.objects import OBJECT_CLASSES, YCB_OBJECTS
 from handgeom.datasets.real import (Annotations, DatasetFormatError, RealHandDataset, one_hand, read_structured, require,
                                     to_array)
 
@@ -65,21 +66,26 @@ class DexYCB(RealHandDataset):
     joint order; one hand per sequence, in slot 0 or 1 by ``mano_sides[0]``. Frames whose
     ``joint_3d`` is all -1 (no hand) are skipped, as the toolkit's evaluation does.
 
-    Extra sample key: ``object_pose [3, 4]``, ``[R | t]`` from the grasped object's frame
-    (``pose_y[ycb_grasp_ind]``) to the camera. Object meshes (YCB) are not read.
+    Extra sample keys: ``object_pose [3, 4]``, ``[R | t]`` from the grasped object's frame
+    (``pose_y[ycb_grasp_ind]``) to the camera; ``object_class``, the grasped object
+    (``ycb_ids[ycb_grasp_ind]``, 1-based in :data:`~handgeom.datasets.objects.YCB_OBJECTS`); with
+    ``objects=True`` its mesh, posed (``object_verts``, ``object_faces``), from
+    ``models/<name>/textured_simple.obj``.
 
     Needs PyYAML. Args: see :class:`~handgeom.datasets.real.RealHandDataset`; ``split`` is
-    ``"train"``, ``"val"`` or ``"test"`` and ``setup`` one of ``"s0"`` to ``"s3"``.
+    ``"train"``, ``"val"`` or ``"test"`` and ``setup`` one of ``"s0"`` to ``"s3"``; ``objects``
+    reads the object meshes from ``models`` (default ``root/models``, as DexYCB ships them).
     """
 
     def __init__(self, root: str | os.PathLike, split: str = "train", image_size: int = 256,
                  resolution: str = "coarse", cache_dir: str | os.PathLike | None = None,
                  transform: Callable[[dict], dict] | None = None, fit_device: str | torch.device = "cpu",
-                 setup: str = "s0"):
+                 setup: str = "s0", objects: bool = False, models: str | os.PathLike | None = None):
         if (setup, split) not in SPLITS:
             raise ValueError(f"DexYCB: (setup, split) must be one of {sorted(SPLITS)}, got {(setup, split)}")
         self.setup = setup
-        super().__init__(root, split, image_size, resolution, cache_dir, transform, fit_device)
+        models = (Path(root) / "models" if models is None else Path(models)) if objects else None
+        super().__init__(root, split, image_size, resolution, cache_dir, transform, fit_device, models)
 
     def _cache_name(self) -> str:
         return f"dexycb_{self.setup}_{self.split}"
@@ -109,9 +115,9 @@ class DexYCB(RealHandDataset):
         calibration = [p for p in sources if p.parent.name == "intrinsics"]
         serials = {p.name.removesuffix(INTRINSICS_SUFFIX): k for k, p in enumerate(calibration)}
         K = torch.stack([self._intrinsics(p) for p in calibration])
-        joints, slots, cameras, poses, images = [], [], [], [], []
+        joints, slots, cameras, poses, classes, images = [], [], [], [], [], []
         for path in (p for p in sources if p.suffix == ".npz"):
-            side, grasp = metas[path.parent.parent]
+            side, grasp, cls = metas[path.parent.parent]
             label = self._labels(path)
             hand = to_array(require(label, "joint_3d", path), (21, 3), path, "['joint_3d']")
             if (hand == -1).all():
@@ -122,6 +128,7 @@ class DexYCB(RealHandDataset):
                                          f"{grasp}, got shape {list(np.shape(pose_y))}")
             poses.append(to_array(pose_y[grasp], (3, 4), path, f"['pose_y'][{grasp}]"))
             joints.append(hand)
+            classes.append(cls)
             slots.append(SLOT[side])
             cameras.append(serials[path.parent.name])
             images.append(path.with_name(path.name.replace("labels_", "color_")).with_suffix(".jpg")
@@ -131,11 +138,12 @@ class DexYCB(RealHandDataset):
                                      f"setup {self.setup!r}, split {self.split!r}")
         both, valid = one_hand(torch.stack(joints), torch.tensor(slots))
         return Annotations.in_camera_frame(both, valid, K, images, camera_index=torch.tensor(cameras),
-                                           extras={"object_pose": torch.stack(poses).float()})
+                                           extras={"object_pose": torch.stack(poses).float(),
+                                                   "object_class": torch.tensor(classes)})
 
     @staticmethod
-    def _meta(path: Path) -> tuple[str, int]:
-        """The sequence's hand side and grasped object index."""
+    def _meta(path: Path) -> tuple[str, int, int]:
+        """The sequence's hand side, grasped object index and its class in ``OBJECT_CLASSES``."""
         meta = _read_yaml(path)
         sides = require(meta, "mano_sides", path, kind=list)
         if not sides or sides[0] not in SLOT:
@@ -143,7 +151,11 @@ class DexYCB(RealHandDataset):
         grasp = require(meta, "ycb_grasp_ind", path)
         if not isinstance(grasp, int):
             raise DatasetFormatError(f"{path}: field ['ycb_grasp_ind']: expected an integer, got {grasp!r}")
-        return sides[0], grasp
+        ids = require(meta, "ycb_ids", path, kind=list)
+        if not 0 <= grasp < len(ids) or ids[grasp] not in range(1, len(YCB_OBJECTS) + 1):
+            raise DatasetFormatError(f"{path}: field ['ycb_ids']: expected ids 1 to {len(YCB_OBJECTS)} with one at "
+                                     f"ycb_grasp_ind = {grasp}, got {ids!r}")
+        return sides[0], grasp, OBJECT_CLASSES.index(YCB_OBJECTS[ids[grasp] - 1])
 
     @staticmethod
     def _intrinsics(path: Path) -> torch.Tensor:

@@ -9,6 +9,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from handgeom.datasets.objects import OBJECT_CLASSES, YCB_OBJECTS
 from handgeom.datasets.real import (Annotations, DatasetFormatError, RealHandDataset, one_hand, read_pickle,
                                     require, to_array)
 from handgeom.hand import convert_joints
@@ -44,18 +45,22 @@ class HO3D(RealHandDataset):
     skipped. The evaluation split's public meta files hold only the root joint: reading them raises
     a :class:`~handgeom.datasets.real.DatasetFormatError` (use a split with full 21-joint annotations).
 
-    Extra sample key: ``object_pose [3, 4]``, ``[R | t]`` from the object's frame to the camera
-    (OpenCV axes, metres), from ``objRot`` (axis-angle) and ``objTrans``. Object meshes (YCB) are
-    not read.
+    Extra sample keys: ``object_pose [3, 4]``, ``[R | t]`` from the object's frame to the camera
+    (OpenCV axes, metres), from ``objRot`` (axis-angle) and ``objTrans``; ``object_class``, the
+    YCB object ``objName`` names; with ``objects=True`` its mesh, posed (``object_verts``,
+    ``object_faces``), from ``models/<objName>/textured_simple.obj``.
 
     Args: see :class:`~handgeom.datasets.real.RealHandDataset`; ``split`` names the folder
-    (``"train"``, or ``"evaluation"`` where full annotations exist).
+    (``"train"``, or ``"evaluation"`` where full annotations exist); ``objects`` reads the object
+    meshes from ``models`` (default ``root/models``: the YCB-Video models, which HO-3D uses).
     """
 
     def __init__(self, root: str | os.PathLike, split: str = "train", image_size: int = 256,
                  resolution: str = "coarse", cache_dir: str | os.PathLike | None = None,
-                 transform: Callable[[dict], dict] | None = None, fit_device: str | torch.device = "cpu"):
-        super().__init__(root, split, image_size, resolution, cache_dir, transform, fit_device)
+                 transform: Callable[[dict], dict] | None = None, fit_device: str | torch.device = "cpu",
+                 objects: bool = False, models: str | os.PathLike | None = None):
+        models = (Path(root) / "models" if models is None else Path(models)) if objects else None
+        super().__init__(root, split, image_size, resolution, cache_dir, transform, fit_device, models)
 
     def _cache_name(self) -> str:
         return f"ho3d_{self.split}"
@@ -78,7 +83,7 @@ class HO3D(RealHandDataset):
                             for seq, frame in (line.split("/") for line in lines)]
 
     def _parse(self, sources: list[Path]) -> Annotations:
-        joints, K, poses, images = [], [], [], []
+        joints, K, poses, classes, images = [], [], [], [], []
         for path in sources:
             if path.suffix != ".pkl":
                 continue
@@ -95,6 +100,11 @@ class HO3D(RealHandDataset):
             rot = axis_angle_to_matrix(to_array(meta["objRot"], (3,), path, "['objRot']"))
             trans = to_array(require(meta, "objTrans", path), (3,), path, "['objTrans']")
             poses.append(torch.cat([rot, trans[:, None]], 1) * OPENGL_TO_OPENCV[:, None])
+            name = str(require(meta, "objName", path))
+            if name not in YCB_OBJECTS:
+                raise DatasetFormatError(f"{path}: field ['objName']: {name!r} is not a YCB-Video object "
+                                         f"({', '.join(YCB_OBJECTS)})")
+            classes.append(OBJECT_CLASSES.index(name))
             rgb = path.parent.parent / "rgb" / f"{path.stem}.jpg"
             images.append((rgb if rgb.is_file() else rgb.with_suffix(".png")).relative_to(self.root).as_posix())
         if not joints:
@@ -102,4 +112,5 @@ class HO3D(RealHandDataset):
                                      f"(every meta file lacks objRot or handJoints3D)")
         both, valid = one_hand(torch.stack(joints))
         return Annotations.in_camera_frame(both, valid, torch.stack(K), images,
-                                           extras={"object_pose": torch.stack(poses).float()})
+                                           extras={"object_pose": torch.stack(poses).float(),
+                                                   "object_class": torch.tensor(classes)})

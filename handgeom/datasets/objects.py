@@ -1,13 +1,20 @@
-"""Procedural closed objects for the hand-object scenes: eight shapes with random proportions, 4 to
-15 cm across, as fixed-size triangle meshes.
+"""The objects of hand-object samples: procedural closed shapes for the synthetic scenes (eight,
+with random proportions, 4 to 15 cm across, as fixed-size triangle meshes) and the class
+vocabulary shared with the real datasets' YCB objects.
+
+``OBJECT_CLASSES`` is every sample's ``object_class`` vocabulary: the procedural ``SHAPES``, then
+the 21 ``YCB_OBJECTS`` of the YCB-Video set, which HO-3D names by ``objName`` and DexYCB by
+``ycb_ids`` (1-based indices into ``YCB_OBJECTS``). One vocabulary means one class embedding
+serves a network trained on any of them.
 
 Every mesh is closed and outward-oriented. Two topologies build all of them: a latitude-longitude
 sphere (a ring of ``SEGMENTS`` vertices per latitude, a vertex at each pole) whose rings are placed
 by a profile or a radial function, and a torus grid. The mug is a closed body and a handle torus
 whose ends are buried in it: a union of two closed shells, which the inside test (non-zero
 winding) treats as one solid. Meshes are padded to ``OBJECT_VERTS`` vertices and ``OBJECT_FACES``
-faces with copies of vertex 0 and faces ``(0, 0, 0)``, so that a batch needs no ragged tensors:
-zero-area faces are never hit by a ray and never closer than the surface they sit on.
+faces with copies of vertex 0 and faces ``(0, 0, 0)`` (:func:`pad_mesh`, which the readers' YCB
+meshes use too), so that a batch needs no ragged tensors: zero-area faces are never hit by a ray
+and never closer than the surface they sit on.
 """
 
 from __future__ import annotations
@@ -16,9 +23,14 @@ import math
 
 import torch
 
-__all__ = ["OBJECT_CLASSES", "OBJECT_VERTS", "OBJECT_FACES", "make_object"]
+__all__ = ["SHAPES", "YCB_OBJECTS", "OBJECT_CLASSES", "OBJECT_VERTS", "OBJECT_FACES", "make_object", "pad_mesh"]
 
-OBJECT_CLASSES = ("box", "cylinder", "sphere", "ellipsoid", "capsule", "torus", "bottle", "mug")
+SHAPES = ("box", "cylinder", "sphere", "ellipsoid", "capsule", "torus", "bottle", "mug")
+YCB_OBJECTS = ("002_master_chef_can", "003_cracker_box", "004_sugar_box", "005_tomato_soup_can", "006_mustard_bottle",
+               "007_tuna_fish_can", "008_pudding_box", "009_gelatin_box", "010_potted_meat_can", "011_banana",
+               "019_pitcher_base", "021_bleach_cleanser", "024_bowl", "025_mug", "035_power_drill", "036_wood_block",
+               "037_scissors", "040_large_marker", "051_large_clamp", "052_extra_large_clamp", "061_foam_brick")
+OBJECT_CLASSES = SHAPES + YCB_OBJECTS
 RINGS, SEGMENTS = 24, 32  # latitude-longitude sphere: RINGS - 1 rings between the poles
 TORUS_MAJOR, TORUS_MINOR = 32, 12
 
@@ -144,7 +156,7 @@ def _shape(name: str, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         handle[:, 0] += r + major - 2.2 * minor  # both ends sunk into the body's wall
         verts = torch.cat([body, handle])
         return verts - (verts.amax(0) + verts.amin(0)) / 2, torch.cat([SPHERE_FACES, TORUS_FACES + SPHERE_VERTS])
-    raise ValueError(f"make_object: unknown object class {name!r}; known: {OBJECT_CLASSES}")
+    raise ValueError(f"make_object: unknown shape {name!r}; known: {SHAPES}")
 
 
 def make_object(name: str, size: float, generator: torch.Generator | None = None,
@@ -157,7 +169,14 @@ def make_object(name: str, size: float, generator: torch.Generator | None = None
     g = generator if generator is not None else torch.Generator().manual_seed(0)
     verts, faces = _shape(name, g)
     verts = verts * (size / float((verts.amax(0) - verts.amin(0)).max()))
-    if pad:
-        verts = torch.cat([verts, verts[:1].expand(OBJECT_VERTS - verts.shape[0], 3)])
-        faces = torch.cat([faces, faces.new_zeros(OBJECT_FACES - faces.shape[0], 3)])
-    return verts, faces.long()
+    return pad_mesh(verts, faces.long(), OBJECT_VERTS, OBJECT_FACES) if pad else (verts, faces.long())
+
+
+def pad_mesh(verts: torch.Tensor, faces: torch.Tensor, num_verts: int, num_faces: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The mesh ``(verts [V, 3], faces [F, 3])`` filled to ``num_verts`` vertices and ``num_faces``
+    faces with copies of vertex 0 and faces ``(0, 0, 0)`` (see the module docstring)."""
+    if verts.shape[0] > num_verts or faces.shape[0] > num_faces:
+        raise ValueError(f"pad_mesh: a mesh of {verts.shape[0]} vertices and {faces.shape[0]} faces does not fit in "
+                         f"{num_verts} and {num_faces}")
+    return (torch.cat([verts, verts[:1].expand(num_verts - verts.shape[0], 3)]),
+            torch.cat([faces, faces.new_zeros(num_faces - faces.shape[0], 3)]))

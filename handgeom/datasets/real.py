@@ -25,7 +25,12 @@ Samples are the dicts of :mod:`handgeom.datasets.sample`, with, for real data:
 - ``verts``, ``mask``, ``depth``, ``dense`` and the hand parameters from the IK fit (the labels are
   ray cast from the fitted meshes, as DIR and IntagHand render MANO);
 - the crop: the square around the projection of the fitted hands' vertices that they fill
-  ``CROP_FILL`` of (:func:`~handgeom.datasets.sample.crop_camera`), black outside the image.
+  ``CROP_FILL`` of (:func:`~handgeom.datasets.sample.crop_camera`), black outside the image;
+- for the hand-object readers (HO-3D, DexYCB) ``object_pose`` and ``object_class`` (the YCB object,
+  an index in :data:`~handgeom.datasets.objects.OBJECT_CLASSES`), and with ``objects=True`` the
+  object's mesh (:func:`read_object_models`) posed as ``object_verts`` and ``object_faces``, padded
+  to the largest of the split's objects: it joins the crop (hands and object fill it, as in the
+  synthetic scenes), the ray-cast labels (``mask`` 3) and occludes the hands.
 
 A hand slot is filled when the hand's wrist and at least ``MIN_HAND_JOINTS`` of its joints are
 valid (as the official InterHand2.6M loader, which drops a hand whose root is invalid); frames
@@ -51,17 +56,18 @@ import torch
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
-from handgeom.datasets.sample import (HAND_LABELS, PARAM_KEYS, SIDES, crop_box, crop_camera, hand_entries,
+from handgeom.datasets.objects import OBJECT_CLASSES, pad_mesh
+from handgeom.datasets.sample import (HAND_LABELS, OBJECT_LABEL, PARAM_KEYS, SIDES, crop_box, crop_camera, hand_entries,
                                       hand_model, hands_to_camera, project, render_labels)
 from handgeom.hand import DEFAULT_BONE_LENGTHS, HandModel, HandParams
 
 __all__ = ["DatasetFormatError", "Annotations", "RealHandDataset", "fit_hands", "one_hand", "read_json", "read_structured",
-           "require", "to_array", "stack_arrays", "load_image", "crop_image", "MIN_HAND_JOINTS"]
+           "require", "to_array", "stack_arrays", "load_image", "crop_image", "read_object_models", "MIN_HAND_JOINTS"]
 
 MIN_HAND_JOINTS = 11  # valid joints (the wrist among them) that a hand needs to be fitted and used
 IMPUTE_ROUNDS = 3  # refits of a partially annotated hand, each with its invalid joints set to the last fit's
 FIT_CHUNK = 1024  # hands per batched IK call
-CACHE_VERSION = 1  # bump when the parsing or the fit changes what a cache file holds
+CACHE_VERSION = 2  # bump when the parsing or the fit changes what a cache file holds
 
 F64 = torch.float64
 
@@ -165,6 +171,33 @@ def stack_arrays(values: Sequence[Any], shape: tuple[int, ...], path: Path,
     except (TypeError, ValueError):
         pass
     return torch.stack([to_array(value, shape, path, name(i)) for i, value in enumerate(values)])
+
+
+def read_object_models(folder: Path, names: Sequence[str]) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """The YCB object meshes ``<folder>/<name>/textured_simple.obj`` (metres, the object's frame) as
+    ``{name: (verts [V, 3] float64, faces [F, 3] int64)}``, read with trimesh, their vertices merged
+    across the texture's seams (an OBJ repeats a vertex per texture coordinate) so that the mesh is
+    one connected surface for the inside tests. A missing or unreadable file is a
+    :class:`DatasetFormatError` naming it."""
+    import trimesh
+
+    if not folder.is_dir():
+        raise DatasetFormatError(f"{folder}: folder of the YCB object models (<name>/textured_simple.obj) not found")
+    meshes = {}
+    for name in names:
+        path = folder / name / "textured_simple.obj"
+        if not path.is_file():
+            raise DatasetFormatError(f"{path}: object model not found")
+        try:
+            loaded = trimesh.load(path, force="mesh", process=False)
+        except Exception as e:  # trimesh's parsers raise many kinds
+            raise DatasetFormatError(f"{path}: not a readable OBJ mesh ({e})") from None
+        if not isinstance(loaded, trimesh.Trimesh) or len(loaded.faces) == 0:
+            raise DatasetFormatError(f"{path}: holds no triangle mesh")
+        mesh = trimesh.Trimesh(loaded.vertices, loaded.faces, process=True)  # merges the seams' copies
+        meshes[name] = (torch.from_numpy(np.asarray(mesh.vertices, np.float64).copy()),
+                        torch.from_numpy(np.asarray(mesh.faces, np.int64).copy()))
+    return meshes
 
 
 # ----------------------------------------------------------------------------------------------
@@ -318,7 +351,8 @@ class Annotations:
         to camera, ``x -> R x + t`` (metres);
     images: ``N`` image paths relative to the dataset root; fit_index, camera_index: ``[N]`` int64;
     frame_valid: ``[N, 2, 21]`` bool, per-image validity on top of ``joints_valid`` (or None);
-    extras: per-image extra sample keys, ``{key: [N, ...] float32}`` (e.g. ``object_pose``).
+    extras: per-image extra sample keys, ``{key: [N, ...]}`` (``object_pose`` float32 and
+        ``object_class`` int64 for the hand-object readers).
     """
 
     joints: torch.Tensor
@@ -406,14 +440,17 @@ class RealHandDataset(Dataset, abc.ABC):
         transform: ``transform(sample, index)``, applied to each sample (augmentation, e.g.
             :class:`~handgeom.datasets.Augment`).
         fit_device: device of the one-off IK fit (e.g. ``"cuda"`` for a whole dataset).
+        object_models: for the hand-object readers, the folder of the YCB meshes
+            (:func:`read_object_models`) that makes the samples' ``object_verts`` (None: none).
 
     Attributes: ``images`` (the images' paths relative to ``root``, in sample order),
-    ``fit_error_mm`` (mean fitted-to-annotated joint distance, mm), ``cache_path``.
+    ``fit_error_mm`` (mean fitted-to-annotated joint distance, mm), ``cache_path``, ``objects``
+    (``{object_class: (verts, faces)}``, padded, in the object's frame; empty without meshes).
     """
 
     def __init__(self, root: str | os.PathLike, split: str, image_size: int = 256, resolution: str = "coarse",
                  cache_dir: str | os.PathLike | None = None, transform: Callable[[dict, int], dict] | None = None,
-                 fit_device: str | torch.device = "cpu"):
+                 fit_device: str | torch.device = "cpu", object_models: str | os.PathLike | None = None):
         self.root = Path(root)
         if not self.root.is_dir():
             raise DatasetFormatError(f"{self.root}: dataset root not found (not a directory)")
@@ -433,6 +470,7 @@ class RealHandDataset(Dataset, abc.ABC):
         else:
             annotations, fit = cached
         self._index(annotations, fit)
+        self.objects = {} if object_models is None else self._read_objects(Path(object_models))
 
     # -- what each reader provides
 
@@ -503,6 +541,13 @@ class RealHandDataset(Dataset, abc.ABC):
         self.joints, self.K, self.R, self.t = a.joints, a.K, a.R, a.t
         self.params, self.fit_error_mm = fit["params"], float(fit["error_mm"])
 
+    def _read_objects(self, folder: Path) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
+        classes = sorted(set(self.extras["object_class"].tolist()))
+        meshes = read_object_models(folder, [OBJECT_CLASSES[c] for c in classes])
+        verts = max(v.shape[0] for v, _ in meshes.values())
+        faces = max(f.shape[0] for _, f in meshes.values())
+        return {c: pad_mesh(*meshes[OBJECT_CLASSES[c]], verts, faces) for c in classes}
+
     def __len__(self) -> int:
         return len(self.images)
 
@@ -520,6 +565,12 @@ class RealHandDataset(Dataset, abc.ABC):
                  for slot, side in enumerate(SIDES) if present[slot]}
         meshes = [(hand_model(side, self.resolution)(p).verts, hand_model(side, self.resolution).faces)
                   for side, p in hands.items()]
+        labels = [HAND_LABELS[SIDES.index(side)] for side in hands]
+        if self.objects:
+            verts, faces = self.objects[int(self.extras["object_class"][index])]
+            pose = self.extras["object_pose"][index].to(F64)
+            meshes.append((verts @ pose[:, :3].T + pose[:, 3], faces))
+            labels.append(OBJECT_LABEL)
         K_crop = crop_camera(K, torch.cat([v for v, _ in meshes]), self.image_size)
         image = crop_image(load_image(self.root / self.images[index]), crop_box(K, K_crop, self.image_size),
                            self.image_size)
@@ -528,8 +579,9 @@ class RealHandDataset(Dataset, abc.ABC):
         joints = self.joints[entry] @ R.T + t  # the annotated joints in the camera frame
         sample["joints_3d"] = torch.where(valid[..., None], joints, 0.0).float()
         sample["joints_2d"] = torch.where(valid[..., None], project(joints, K_crop), 0.0).float()
-        _, labels = render_labels(meshes, [HAND_LABELS[SIDES.index(side)] for side in hands], K_crop,
-                                  self.image_size, self.resolution)
-        sample.update(image=image, K=K_crop.float(), **labels)
+        _, rendered = render_labels(meshes, labels, K_crop, self.image_size, self.resolution)
+        sample.update(image=image, K=K_crop.float(), **rendered)
         sample.update({key: value[index] for key, value in self.extras.items()})
+        if self.objects:
+            sample.update(object_verts=meshes[-1][0].float(), object_faces=meshes[-1][1])
         return self.transform(sample, index) if self.transform is not None else sample

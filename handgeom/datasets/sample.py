@@ -25,9 +25,10 @@ key                shape, dtype         content
                                         the annotated ``joints_3d``, see :mod:`.real`)
 ``angles``         [2, 21] float32
 ``scale``          [2] float32
-``object_verts``   [Vo, 3] float32      the posed object (hand-object samples only), padded to a
-``object_faces``   [Fo, 3] int64        fixed size by copies of vertex 0 and faces ``(0, 0, 0)``,
-                                        which no mesh query sees (zero area, on the surface)
+``object_verts``   [Vo, 3] float32      the posed object (hand-object samples; the readers' with
+``object_faces``   [Fo, 3] int64        ``objects=True``), padded to a fixed size by copies of
+                                        vertex 0 and faces ``(0, 0, 0)``, which no mesh query
+                                        sees (zero area, on the surface)
 ``object_pose``    [3, 4] float32       ``[R | t]``: object frame to camera
 ``object_class``   [] int64             index in :data:`handgeom.datasets.objects.OBJECT_CLASSES`
 =================  ===================  =====================================================

@@ -29,7 +29,7 @@ import torch
 from torch.utils.data import Dataset
 
 from handgeom.datasets.augment import photometric
-from handgeom.datasets.objects import OBJECT_CLASSES, make_object
+from handgeom.datasets.objects import OBJECT_CLASSES, SHAPES, make_object
 from handgeom.datasets.sample import (HAND_LABELS, OBJECT_LABEL, SIDES, crop_camera, hand_entries, hand_model,
                                       hands_to_camera, render_labels, seeded_generator)
 from handgeom.hand import HandParams
@@ -418,7 +418,7 @@ class SyntheticSingleHand(_Scenes):
 class SyntheticHandObject(_Scenes):
     """A right hand grasping an object, synthesized with the mesh queries.
 
-    The object (one of :data:`~handgeom.datasets.objects.OBJECT_CLASSES`, largest extent uniform in
+    The object (one of :data:`~handgeom.datasets.objects.SHAPES`, largest extent uniform in
     ``object_size``) sits at the world origin. The hand, open (flexion near the low limits) and
     palm towards the object, is placed above the surface point hit by a ray from a random
     direction, and pushed along it to the first pose where no hand vertex is inside the object.
@@ -433,12 +433,12 @@ class SyntheticHandObject(_Scenes):
     tag = 3
 
     def __init__(self, size: int, image_size: int = 256, seed: int = 0, *,
-                 object_size: tuple[float, float] = (0.04, 0.15), classes: tuple[str, ...] = OBJECT_CLASSES,
+                 object_size: tuple[float, float] = (0.04, 0.15), classes: tuple[str, ...] = SHAPES,
                  min_contacts: int = 3, contact_tolerance: float = 0.002, attempts: int = 12, **options):
         super().__init__(size, image_size, seed, **options)
-        unknown = [c for c in classes if c not in OBJECT_CLASSES]
+        unknown = [c for c in classes if c not in SHAPES]
         if unknown or not classes:
-            raise ValueError(f"SyntheticHandObject: classes must be a non-empty subset of {OBJECT_CLASSES}, got {classes}")
+            raise ValueError(f"SyntheticHandObject: classes must be a non-empty subset of {SHAPES}, got {classes}")
         if not 0 < object_size[0] <= object_size[1]:
             raise ValueError(f"SyntheticHandObject: object_size must be (smallest, largest) metres, got {object_size}")
         if not 1 <= min_contacts <= 5 or attempts < 1:

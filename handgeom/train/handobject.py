@@ -22,13 +22,13 @@ from PIL import Image, ImageDraw
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from handgeom.datasets import SyntheticHandObject
+from handgeom.datasets import HO3D, Augment, DexYCB, SyntheticHandObject
+from handgeom.datasets.augment import transform
 from handgeom.losses import HANDOBJECT_WEIGHTS, handobject_loss, handobject_targets
-from handgeom.metrics import intersection_volume, mpjpe, penetration_depth, procrustes
+from handgeom.metrics import CONTACT_THRESHOLD, hand_object_gap, intersection_volume, mpjpe, procrustes
 from handgeom.models.handobject import PRESETS as MODEL_PRESETS
 from handgeom.models.handobject import HandObjectNet
-from handgeom.ops.mesh import signed_distance
-from handgeom.train.loop import TrainConfig, TrainError, data_source, model_preset
+from handgeom.train.loop import TrainConfig, data_source, model_preset
 from handgeom.viz import render_pixels
 
 name = "handobject"
@@ -52,15 +52,37 @@ def build_model(config: TrainConfig) -> nn.Module:
     return HandObjectNet(model_preset(config, MODEL_PRESETS))
 
 
+class RightHand:
+    """A reader's transform for the hand-object network, which reconstructs a right hand: a frame
+    of a left hand (DexYCB's left-hand sequences) is mirrored into a frame of a right hand (the
+    image, the hand and the object: :func:`handgeom.datasets.augment.transform`), then ``augment``
+    applies (it must not flip)."""
+
+    def __init__(self, augment: Augment | None = None):
+        self.augment = augment
+
+    def __call__(self, sample: dict[str, torch.Tensor], index: int) -> dict[str, torch.Tensor]:
+        if not sample["hand_valid"][0]:
+            sample = transform(sample, 1.0, 0.0, [0.0, 0.0], flip=True)
+        return self.augment(sample, index) if self.augment is not None else sample
+
+
 def dataset(data: str, split: str, config: TrainConfig, size: int, seed: int) -> Dataset:
-    """``synthetic``: :class:`SyntheticHandObject` drawn with ``seed``. (HO3D's and DexYCB's
-    readers give the object's pose but not its YCB mesh, which the network and the penetration
-    loss need: they are not accepted yet.)"""
-    if data.split(":", 1)[0] in ("ho3d", "dexycb"):
-        raise TrainError(f"--data {data}: the {data.split(':')[0]} reader gives no object meshes (YCB models), "
-                         f"which hand-object training needs; train on 'synthetic'")
+    """``synthetic``: :class:`SyntheticHandObject` drawn with ``seed``; ``ho3d:PATH`` (HO-3D's
+    train split for training, its evaluation split, which needs the full annotations, otherwise)
+    or ``dexycb:PATH`` (setup s0, train or test), with the YCB meshes of ``PATH/models``, every
+    hand made a right hand (:class:`RightHand`) and the training frames augmented (seeded by
+    ``seed``; no flips)."""
     image_size = model_preset(config, MODEL_PRESETS).image_size
-    return data_source(data, lambda: SyntheticHandObject(size, image_size, seed=seed), {})
+    train = split == "train"
+
+    def reader(cls: type, split_name: str):
+        augment = Augment(flip=0.0, seed=seed) if train else None
+        return lambda root: cls(root, split_name, image_size, objects=True, transform=RightHand(augment))
+
+    return data_source(data, lambda: SyntheticHandObject(size, image_size, seed=seed), {
+        "ho3d": reader(HO3D, "train" if train else "evaluation"),
+        "dexycb": reader(DexYCB, "train" if train else "test")})
 
 
 def _faces(model: nn.Module) -> torch.Tensor:
@@ -80,11 +102,11 @@ def interaction(hand: torch.Tensor, hand_faces: torch.Tensor, obj: torch.Tensor,
     """The interaction metrics of a batch of meshes (float64), per image: distance and depth in
     mm, volumes in cm³, contact 0 or 1."""
     hand, obj = hand.double(), obj.double()
-    sdf, _, _ = signed_distance(hand, obj, obj_faces)
-    return {"distance_mm": 1e3 * sdf.amin(1).clamp_min(0), "depth_mm": 1e3 * penetration_depth(hand, obj, obj_faces),
+    gap = hand_object_gap(hand, obj, obj_faces)
+    return {"distance_mm": 1e3 * gap.clamp_min(0), "depth_mm": 1e3 * (-gap).clamp_min(0),
             "volume_1mm_cm3": 1e6 * intersection_volume(hand, hand_faces, obj, obj_faces, pitch=0.001),
             "volume_5mm_cm3": 1e6 * intersection_volume(hand, hand_faces, obj, obj_faces, pitch=0.005),
-            "contact": (sdf.amin(1) < 0.005).double()}
+            "contact": (gap < CONTACT_THRESHOLD).double()}
 
 
 def evaluate(model: nn.Module, loader: DataLoader, config: TrainConfig) -> dict[str, Any]:

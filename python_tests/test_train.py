@@ -138,6 +138,9 @@ def test_init_fine_tunes_from_a_checkpoint_or_shipped_weights(tmp_path):
         for (name, a), b in zip(start.state_dict().items(), model.state_dict().values()):
             if a.is_floating_point() and "running" not in name:  # fp16 storage of the shipped weights
                 assert torch.allclose(a, b, atol=2e-3, rtol=2e-3), name
+        # the fine-tuned weights' record says where they started: the first run's 4 steps
+        record = export_weights(tuned, tmp_path / f"tuned_{source.stem}.pt")
+        assert record["steps"] == 1 and record["lr"] == 1e-12 and record["fine_tuned_from"]["steps"] == 4
 
 
 @pytest.mark.parametrize("argv, words", [

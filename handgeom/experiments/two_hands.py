@@ -75,7 +75,7 @@ class Sizes:
     base_steps: int = 2000
     finetune_steps: int = 80
     finetune_lr: float = 2e-4
-    weights: tuple[float, ...] = (1e-3, 3e-3, 1e-2)  # intersection-loss weights, per 121 tested points
+    weights: tuple[float, ...] = (1e-3, 2e-3, 3e-3, 1e-2)  # intersection-loss weights, per 121 tested points
     penetration_weights: tuple[float, ...] = (300.0, 3000.0)
     # (points, alpha, truncate) swept at the chosen weight, one option at a time from (dense, 1, 0);
     # None: all twelve combinations. The refiner is fine-tuned with the uplift's chosen settings.
@@ -128,9 +128,10 @@ class _Runner:
 
     def study(self, kind: str, preset: str, first: tuple[str, float, float], weights: tuple[float, ...],
               options: tuple[tuple[str, float, float], ...], penetration_weights: tuple[float, ...]) -> dict:
-        """The baseline, control, intersection-loss sweep and penetration sweep of one estimator:
-        the ``first`` (points, alpha, truncate) setting at each of ``weights``, then each of
-        ``options`` at the chosen weight."""
+        """The baseline, control, intersection-loss sweep and penetration sweep of one estimator,
+        one coordinate at a time: the ``first`` (points, alpha, truncate) setting at each of
+        ``weights``, each of ``options`` at the chosen weight, then the chosen option (when not
+        ``first``) at the other weights."""
         s = self.sizes
         base = self.fit(preset, f"{kind}/base", s.base_steps)
         init = Path(base["checkpoint"])
@@ -151,6 +152,9 @@ class _Runner:
         sweep = [setting(*first, w) for w in weights]
         best_weight = select(sweep)["weight"]
         sweep += [setting(p, a, t, best_weight) for p, a, t in options if (p, a, t) != tuple(first)]
+        best = select(sweep)
+        if (option := (best["points"], best["alpha"], best["truncate"])) != tuple(first):
+            sweep += [setting(*option, w) for w in weights if w != best_weight]
         penetration = [tune(f"penetration_w{w:g}", {"penetration": w}) | {"weight": w} for w in penetration_weights]
         return {"base": base, "control": control, "sweep": sweep, "chosen": select(sweep),
                 "penetration": select(penetration), "penetration_sweep": penetration}
@@ -367,14 +371,12 @@ def run(out: Path, sizes: Sizes = DEFAULT, progress: bool = True, export: bool =
 
 
 def _export(studies: dict, rows: list[dict]) -> None:
-    """The uplift's control (baseline) and chosen fine-tuned weights as the shipped files."""
-    base = torch.load(studies["uplift"]["base"]["checkpoint"], map_location="cpu", weights_only=False)
+    """The uplift's control (baseline) and chosen fine-tuned weights as the shipped files (each
+    record names the baseline run it was fine-tuned from)."""
     for fine_tuned, (run, label) in {False: (studies["uplift"]["control"], "baseline"),
                                      True: (studies["uplift"]["chosen"], "+ intersection loss")}.items():
         row = next(r for r in rows if r["model"] == "uplift" and r["row"] == label)
-        held_out = {**{k: v for k, v in row.items() if k != "per_pair"}, "test_pairs": len(row["per_pair"]["mpjpe"]),
-                    "fine_tuned_from": {"steps": base["step"], "train_seconds": base["final"]["train_seconds"],
-                                        "lr": base["config"]["lr"], "batch": base["config"]["batch"]}}
+        held_out = {**{k: v for k, v in row.items() if k != "per_pair"}, "test_pairs": len(row["per_pair"]["mpjpe"])}
         export_weights(Path(run["checkpoint"]), PRETRAINED[fine_tuned], held_out=held_out, system=system.name)
 
 

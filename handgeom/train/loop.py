@@ -383,23 +383,42 @@ def evaluate_checkpoint(system: System, path: Path, data: str, out: Path | None 
 def export_weights(checkpoint: Path, path: Path, half: bool = True, held_out: dict | None = None,
                    system: str | None = None) -> dict:
     """Writes a checkpoint's model as shipped weights: the state dict (float16 storage when
-    ``half``; loaded back as float32) and its training record (system, preset, steps, data and
-    seed, training time, the final evaluation, and ``held_out``: the metrics of ``handgeom eval``,
-    when given). ``system``: the name the checkpoint must have. Returns the record."""
+    ``half``; loaded back as float32) and its training record (system, preset, steps, batch, lr,
+    data and seed, training time, the final evaluation, ``held_out``: the metrics of ``handgeom
+    eval``, when given, and for a fine-tuned run ``fine_tuned_from``: the record of the weights
+    it started from, or the settings of the checkpoint). ``system``: the name the checkpoint must
+    have. Returns the record."""
     state = _read(checkpoint, "checkpoint")
     if system is not None and state.get("system") != system:
         raise TrainError(f"{checkpoint}: not a {system} checkpoint")
     final = state.get("final") or {}
-    record = {"system": state["system"], "preset": state["preset"], "model": state["config"]["model"],
-              "steps": state["step"], "batch": state["config"]["batch"], "data": state["data"],
-              "seed": state["config"]["seed"], "loss": state["config"]["loss"],
+    config = state["config"]
+    record = {"system": state["system"], "preset": state["preset"], "model": config["model"],
+              "steps": state["step"], "batch": config["batch"], "lr": config["lr"], "data": state["data"],
+              "seed": config["seed"], "loss": config["loss"],
               "train_seconds": final.get("train_seconds"), "eval": final.get("eval"), "held_out": held_out,
               "date": time.strftime("%Y-%m-%d"), "torch": str(torch.__version__)}
+    if config.get("init"):
+        record["fine_tuned_from"] = _origin(Path(config["init"]))
     weights = {k: v.half() if half and v.is_floating_point() else v for k, v in state["model"].items()}
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save({"record": record, "state_dict": weights}, path)
     return record
+
+
+def _origin(init: Path) -> dict:
+    """What a fine-tuned run started from: the record of shipped weights (which may name their
+    own origin), or a checkpoint's run settings; just the path when the file is gone."""
+    if not init.is_file():
+        return {"path": str(init)}
+    state = _read(init, "weights")
+    if "record" in state:
+        return state["record"]
+    final = state.get("final") or {}
+    return {"path": str(init), "preset": state.get("preset"), "steps": state.get("step"),
+            "batch": state["config"]["batch"], "lr": state["config"]["lr"], "data": state.get("data"),
+            "train_seconds": final.get("train_seconds")}
 
 
 def _loss_curve(history: list[dict], path: Path, title: str) -> None:

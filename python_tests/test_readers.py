@@ -73,24 +73,29 @@ def write_pickle(path: Path, obj) -> None:
         pickle.dump(obj, f)
 
 
-YCB_MODEL = "006_mustard_bottle"  # the hand-object fixtures' object
-CUBE = 0.03  # its model: a cube of this side about its frame's origin, metres
-CUBE_CORNERS = torch.tensor([[x, y, z] for x in (-1, 1) for y in (-1, 1) for z in (-1, 1)], dtype=F64) * CUBE / 2
+YCB_MODEL = "006_mustard_bottle"  # the fixtures' object (DexYCB's left-hand sequence: "003_cracker_box")
+# Their models, about their frame's origin, outward faces (metres): a cube of side 3 cm (its volume
+# 27 cm³) and an octahedron of radius 2 cm (fewer vertices and faces: the reader pads it).
+CUBE_CORNERS = torch.tensor([[x, y, z] for x in (-1, 1) for y in (-1, 1) for z in (-1, 1)], dtype=F64) * 0.015
+OCTAHEDRON = torch.cat([torch.eye(3, dtype=F64), -torch.eye(3, dtype=F64)]) * 0.02
+MODELS = {YCB_MODEL: (CUBE_CORNERS, [(0, 1, 2), (1, 3, 2), (4, 6, 5), (5, 6, 7), (0, 4, 1), (1, 4, 5),
+                                     (2, 3, 6), (3, 7, 6), (0, 2, 4), (2, 6, 4), (1, 5, 3), (3, 5, 7)], 0.03 ** 3),
+          "003_cracker_box": (OCTAHEDRON, [(0, 1, 2), (1, 3, 2), (3, 4, 2), (4, 0, 2),
+                                           (1, 0, 5), (3, 1, 5), (4, 3, 5), (0, 4, 5)], 4 / 3 * 0.02 ** 3)}
 
 
-def write_object_model(root: Path) -> None:
-    """``models/<YCB_MODEL>/textured_simple.obj``: the cube (outward faces) written as a textured
-    OBJ is, each face with its own copies of its corners and texture coordinates (seams)."""
-    faces = [(0, 1, 2), (1, 3, 2), (4, 6, 5), (5, 6, 7), (0, 4, 1), (1, 4, 5),
-             (2, 3, 6), (3, 7, 6), (0, 2, 4), (2, 6, 4), (1, 5, 3), (3, 5, 7)]
-    lines = ["mtllib textured_simple.obj.mtl"]
-    for n, face in enumerate(faces):
-        lines += [f"v {x:.6f} {y:.6f} {z:.6f}" for x, y, z in CUBE_CORNERS[list(face)].tolist()]
-        lines += ["vt 0.1 0.2", "vt 0.3 0.4", "vt 0.5 0.6"]
-        lines.append("f " + " ".join(f"{3 * n + k + 1}/{3 * n + k + 1}" for k in range(3)))
-    path = root / "models" / YCB_MODEL / "textured_simple.obj"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(lines) + "\n")
+def write_object_models(root: Path) -> None:
+    """``models/<name>/textured_simple.obj`` of each of ``MODELS``, written as a textured OBJ is:
+    each face with its own copies of its corners and texture coordinates (seams)."""
+    for name, (verts, faces, _) in MODELS.items():
+        lines = ["mtllib textured_simple.obj.mtl"]
+        for n, face in enumerate(faces):
+            lines += [f"v {x:.6f} {y:.6f} {z:.6f}" for x, y, z in verts[list(face)].tolist()]
+            lines += ["vt 0.1 0.2", "vt 0.3 0.4", "vt 0.5 0.6"]
+            lines.append("f " + " ".join(f"{3 * n + k + 1}/{3 * n + k + 1}" for k in range(3)))
+        path = root / "models" / name / "textured_simple.obj"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("\n".join(lines) + "\n")
 
 
 @dataclass
@@ -235,7 +240,7 @@ def ho3d_fixture(root: Path):
         if frame != "0001":
             pose = torch.cat([axis_angle_to_matrix(obj_rot[:, 0]), obj_trans[:, None]], 1) * GL[:, None]
             expected.append(Expected(joints={0: joints}, dots=(0,), extras={"object_pose": pose}))
-    write_object_model(root)
+    write_object_models(root)
     return HO3D, {}, expected
 
 
@@ -245,7 +250,7 @@ DEX_SERIAL = "836212060125"
 def dexycb_fixture(root: Path):
     """Subject 01 with a right-hand sequence (frames 0, 1; frame 1 has no hand: joint_3d all -1)
     and a left-hand one (frame 0), seen by one camera; s0 train holds both sequences. The grasped
-    object (``ycb_ids[1] = 5``, ``YCB_MODEL``) lies beside the wrist."""
+    object (``ycb_ids[ycb_grasp_ind]``: 5, ``YCB_MODEL``, then 2) lies beside the wrist."""
     K = torch.tensor([[58.0, 0.0, 32.2], [0.0, 59.0, 23.6], [0.0, 0.0, 1.0]], dtype=F64)
     calib = root / "calibration" / "intrinsics" / f"{DEX_SERIAL}_640x480.yml"
     calib.parent.mkdir(parents=True)
@@ -256,7 +261,7 @@ def dexycb_fixture(root: Path):
         sequence = root / "20200709-subject-01" / f"20200709_15354{q}"
         (sequence / DEX_SERIAL).mkdir(parents=True)
         (sequence / "meta.yml").write_text(f"serials:\n- '{DEX_SERIAL}'\nnum_frames: 2\nycb_ids:\n- 2\n- 5\n"
-                                           f"ycb_grasp_ind: 1\nmano_sides:\n- {side}\nmano_calib:\n- 20200709\n")
+                                           f"ycb_grasp_ind: {1 - q}\nmano_sides:\n- {side}\nmano_calib:\n- 20200709\n")
         for f in range(2 - q):
             joints = hand_joints(side, 30 + 2 * q + f, (22 + 6 * f, 20 + 4 * q), K)
             g = torch.Generator().manual_seed(q * 2 + f)
@@ -269,8 +274,8 @@ def dexycb_fixture(root: Path):
             write_image(sequence / DEX_SERIAL / f"color_{f:06d}.jpg", {q: wrist_pixel(joints, K)})
             if f == 0:  # the npz holds float32
                 expected.append(Expected(joints={q: joints.float().double()}, dots=(q,),
-                                         extras={"object_pose": pose_y[1].float().double()}))
-    write_object_model(root)
+                                         extras={"object_pose": pose_y[1 - q].float().double()}))
+    write_object_models(root)
     return DexYCB, {}, expected
 
 
@@ -457,13 +462,17 @@ def test_hand_object_readers_pose_the_ycb_mesh(reader, tmp_path):
     for i, want in enumerate(expected):
         s = ds[i]
         check_sample(s, want)
-        assert int(s["object_class"]) == OBJECT_CLASSES.index(YCB_MODEL) and s["object_class"].dtype == torch.int64
-        # the OBJ's seam copies merged: the cube's 8 corners and 12 faces, closed and outward-oriented
+        name = YCB_MODEL if reader == "ho3d" or i == 0 else "003_cracker_box"
+        assert int(s["object_class"]) == OBJECT_CLASSES.index(name) and s["object_class"].dtype == torch.int64
+        # the OBJ's seam copies merged, padded to the largest model (the cube's 8 corners and 12
+        # faces), closed and outward-oriented
+        corners, _, volume = MODELS[name]
         assert s["object_verts"].shape == (8, 3) and s["object_faces"].shape == (12, 3)
         R, t = s["object_pose"][:, :3].double(), s["object_pose"][:, 3].double()
         template = (s["object_verts"].double() - t) @ R
-        assert torch.cdist(template, CUBE_CORNERS).amin(1).max() < 1e-6
-        assert signed_volume(template, s["object_faces"]) == pytest.approx(CUBE ** 3, rel=1e-4)
+        assert torch.cdist(template, corners).amin(1).max() < 1e-6
+        assert torch.cdist(corners, template).amin(1).max() < 1e-6  # every corner is there
+        assert signed_volume(template, s["object_faces"]) == pytest.approx(volume, rel=1e-4)
         # the object is in the crop, and in the mask where it is in front
         uv = project(s["object_verts"].double(), s["K"].double())
         assert (uv > 0).all() and (uv < S).all()

@@ -159,7 +159,7 @@ def test_init_fine_tunes_from_a_checkpoint_or_shipped_weights(tmp_path):
     (["export", "dir", "/no/such/checkpoint.pt", "--to", "/tmp/never.pt"], "no checkpoint"),
     (["train", "handobject", "--preset", "huge"], "unknown preset"),
     (["train", "handobject", "--preset", "tiny", "--data", "ho3d:/no/such/dir"], "not a directory"),
-    (["train", "handobject", "--preset", "tiny", "--data", "dexycb:/tmp"], "no subject folders"),
+    (["train", "handobject", "--preset", "tiny", "--data", f"dexycb:{Path(__file__).parent}"], "no subject folders"),
     (["train", "handobject", "--preset", "tiny", "--data", "interhand:/x"], "--data"),
     (["train", "handobject", "--preset", "tiny", "--loss", "penetration=-1"], "non-negative"),
     (["eval", "handobject", "/no/such/checkpoint.pt"], "no checkpoint"),

@@ -14,8 +14,8 @@ import torch
 import yaml
 
 from handgeom.datasets.objects import OBJECT_CLASSES, YCB_OBJECTS
-from handgeom.datasets.real import (Annotations, DatasetFormatError, RealHandDataset, one_hand, read_structured, require,
-                                    to_array)
+from handgeom.datasets.real import (Annotations, DatasetFormatError, RealHandDataset, object_models, one_hand,
+                                    read_structured, require, to_array)
 
 __all__ = ["DexYCB"]
 
@@ -59,6 +59,7 @@ class DexYCB(RealHandDataset):
         <subject>/<sequence>/<serial>/labels_%06d.npz   joint_3d [1, 21, 3], pose_y [O, 3, 4], ...
         <subject>/<sequence>/<serial>/color_%06d.jpg
         calibration/intrinsics/<serial>_640x480.yml     color: {fx, fy, ppx, ppy}
+        models/<name>/textured_simple.obj               the YCB meshes (objects=True)
 
     Subjects, sequences and serials are indexed in sorted order, as the toolkit's fixed lists.
 
@@ -84,8 +85,8 @@ class DexYCB(RealHandDataset):
         if (setup, split) not in SPLITS:
             raise ValueError(f"DexYCB: (setup, split) must be one of {sorted(SPLITS)}, got {(setup, split)}")
         self.setup = setup
-        models = (Path(root) / "models" if models is None else Path(models)) if objects else None
-        super().__init__(root, split, image_size, resolution, cache_dir, transform, fit_device, models)
+        super().__init__(root, split, image_size, resolution, cache_dir, transform, fit_device,
+                         object_models(root, objects, models))
 
     def _cache_name(self) -> str:
         return f"dexycb_{self.setup}_{self.split}"
@@ -152,7 +153,7 @@ class DexYCB(RealHandDataset):
         if not isinstance(grasp, int):
             raise DatasetFormatError(f"{path}: field ['ycb_grasp_ind']: expected an integer, got {grasp!r}")
         ids = require(meta, "ycb_ids", path, kind=list)
-        if not 0 <= grasp < len(ids) or ids[grasp] not in range(1, len(YCB_OBJECTS) + 1):
+        if not 0 <= grasp < len(ids) or type(ids[grasp]) is not int or not 1 <= ids[grasp] <= len(YCB_OBJECTS):
             raise DatasetFormatError(f"{path}: field ['ycb_ids']: expected ids 1 to {len(YCB_OBJECTS)} with one at "
                                      f"ycb_grasp_ind = {grasp}, got {ids!r}")
         return sides[0], grasp, OBJECT_CLASSES.index(YCB_OBJECTS[ids[grasp] - 1])

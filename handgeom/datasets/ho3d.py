@@ -10,8 +10,8 @@ import numpy as np
 import torch
 
 from handgeom.datasets.objects import OBJECT_CLASSES, YCB_OBJECTS
-from handgeom.datasets.real import (Annotations, DatasetFormatError, RealHandDataset, one_hand, read_pickle,
-                                    require, to_array)
+from handgeom.datasets.real import (Annotations, DatasetFormatError, RealHandDataset, object_models, one_hand,
+                                    read_pickle, require, to_array)
 from handgeom.hand import convert_joints
 from handgeom.hand.kinematics import axis_angle_to_matrix
 
@@ -35,6 +35,7 @@ class HO3D(RealHandDataset):
         <split>/<SEQ>/meta/<id>.pkl   per frame: handJoints3D [21, 3], camMat [3, 3], objRot, objTrans, objName
         <split>/<SEQ>/rgb/<id>.jpg    (or .png)
         <split>.txt                   optional "SEQ/id" lines; without it, every meta file of the split
+        models/<objName>/textured_simple.obj   the YCB-Video meshes (objects=True; see models)
 
     Conventions: 3D values in metres in the OpenGL camera frame (y up, the hand at negative z),
     turned to OpenCV axes by negating y and z; ``handJoints3D`` is in MANO's joint order (wrist;
@@ -59,8 +60,8 @@ class HO3D(RealHandDataset):
                  resolution: str = "coarse", cache_dir: str | os.PathLike | None = None,
                  transform: Callable[[dict], dict] | None = None, fit_device: str | torch.device = "cpu",
                  objects: bool = False, models: str | os.PathLike | None = None):
-        models = (Path(root) / "models" if models is None else Path(models)) if objects else None
-        super().__init__(root, split, image_size, resolution, cache_dir, transform, fit_device, models)
+        super().__init__(root, split, image_size, resolution, cache_dir, transform, fit_device,
+                         object_models(root, objects, models))
 
     def _cache_name(self) -> str:
         return f"ho3d_{self.split}"

@@ -62,7 +62,8 @@ from handgeom.datasets.sample import (HAND_LABELS, OBJECT_LABEL, PARAM_KEYS, SID
 from handgeom.hand import DEFAULT_BONE_LENGTHS, HandModel, HandParams
 
 __all__ = ["DatasetFormatError", "Annotations", "RealHandDataset", "fit_hands", "one_hand", "read_json", "read_structured",
-           "require", "to_array", "stack_arrays", "load_image", "crop_image", "read_object_models", "MIN_HAND_JOINTS"]
+           "require", "to_array", "stack_arrays", "load_image", "crop_image", "object_models", "read_object_models",
+           "MIN_HAND_JOINTS"]
 
 MIN_HAND_JOINTS = 11  # valid joints (the wrist among them) that a hand needs to be fitted and used
 IMPUTE_ROUNDS = 3  # refits of a partially annotated hand, each with its invalid joints set to the last fit's
@@ -171,6 +172,12 @@ def stack_arrays(values: Sequence[Any], shape: tuple[int, ...], path: Path,
     except (TypeError, ValueError):
         pass
     return torch.stack([to_array(value, shape, path, name(i)) for i, value in enumerate(values)])
+
+
+def object_models(root: str | os.PathLike, objects: bool, models: str | os.PathLike | None) -> Path | None:
+    """The folder a hand-object reader reads the object meshes from: ``models``, by default
+    ``root/models``, when ``objects``; else None."""
+    return (Path(root) / "models" if models is None else Path(models)) if objects else None
 
 
 def read_object_models(folder: Path, names: Sequence[str]) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
@@ -440,8 +447,10 @@ class RealHandDataset(Dataset, abc.ABC):
         transform: ``transform(sample, index)``, applied to each sample (augmentation, e.g.
             :class:`~handgeom.datasets.Augment`).
         fit_device: device of the one-off IK fit (e.g. ``"cuda"`` for a whole dataset).
-        object_models: for the hand-object readers, the folder of the YCB meshes
-            (:func:`read_object_models`) that makes the samples' ``object_verts`` (None: none).
+
+    The hand-object readers also pass ``object_models``, the folder of the YCB meshes
+    (:func:`read_object_models`) that makes the samples' ``object_verts`` (None: none; see
+    :func:`object_models`).
 
     Attributes: ``images`` (the images' paths relative to ``root``, in sample order),
     ``fit_error_mm`` (mean fitted-to-annotated joint distance, mm), ``cache_path``, ``objects``
@@ -497,7 +506,7 @@ class RealHandDataset(Dataset, abc.ABC):
             except FileNotFoundError:
                 raise DatasetFormatError(f"{path}: annotation file not found") from None
             stats.append((path.relative_to(self.root).as_posix(), st.st_size, st.st_mtime_ns))
-        text = json.dumps([CACHE_VERSION, type(self).__name__, self._cache_name(), stats])
+        text = json.dumps([CACHE_VERSION, OBJECT_CLASSES, type(self).__name__, self._cache_name(), stats])
         return hashlib.sha256(text.encode()).hexdigest()
 
     def _read_cache(self, key: str) -> tuple[Annotations, dict[str, Any]] | None:
@@ -542,6 +551,8 @@ class RealHandDataset(Dataset, abc.ABC):
         self.params, self.fit_error_mm = fit["params"], float(fit["error_mm"])
 
     def _read_objects(self, folder: Path) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
+        if "object_class" not in self.extras:
+            raise ValueError(f"{type(self).__name__}: its annotations name no objects, so it reads no object models")
         classes = sorted(set(self.extras["object_class"].tolist()))
         meshes = read_object_models(folder, [OBJECT_CLASSES[c] for c in classes])
         verts = max(v.shape[0] for v, _ in meshes.values())

@@ -55,14 +55,20 @@ def build_model(config: TrainConfig) -> nn.Module:
 class RightHand:
     """A reader's transform for the hand-object network, which reconstructs a right hand: a frame
     of a left hand (DexYCB's left-hand sequences) is mirrored into a frame of a right hand (the
-    image, the hand and the object: :func:`handgeom.datasets.augment.transform`), then ``augment``
-    applies (it must not flip)."""
+    image, the hand and the object's mesh: :func:`handgeom.datasets.augment.transform`), then
+    ``augment`` applies (one that never flips)."""
 
     def __init__(self, augment: Augment | None = None):
+        if augment is not None and augment.flip > 0:
+            raise ValueError(f"RightHand: the augmentation must not flip (its flip is {augment.flip}): a flip makes "
+                             f"the right hand a left one")
         self.augment = augment
 
     def __call__(self, sample: dict[str, torch.Tensor], index: int) -> dict[str, torch.Tensor]:
         if not sample["hand_valid"][0]:
+            if "object_pose" in sample and "object_verts" not in sample:
+                raise ValueError("RightHand: a left-hand frame's object needs its mesh to be mirrored (read the "
+                                 "dataset with objects=True)")
             sample = transform(sample, 1.0, 0.0, [0.0, 0.0], flip=True)
         return self.augment(sample, index) if self.augment is not None else sample
 
@@ -82,7 +88,7 @@ def dataset(data: str, split: str, config: TrainConfig, size: int, seed: int) ->
 
     return data_source(data, lambda: SyntheticHandObject(size, image_size, seed=seed), {
         "ho3d": reader(HO3D, "train" if train else "evaluation"),
-        "dexycb": reader(DexYCB, "train" if train else "test")})
+        "dexycb": reader(DexYCB, "train" if train else "test")}, held_out=None if train else (size, seed))
 
 
 def _faces(model: nn.Module) -> torch.Tensor:

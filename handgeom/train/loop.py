@@ -26,7 +26,7 @@ from typing import Any, Callable, Iterator, Protocol
 import torch
 import torch.distributed as dist
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler, Subset
 from tqdm import tqdm
 
 from handgeom.datasets.real import DatasetFormatError
@@ -84,11 +84,14 @@ class System(Protocol):
     def markdown(self, metrics: dict[str, Any]) -> str: ...
 
 
-def data_source(data: str, synthetic: Callable[[], Dataset], readers: dict[str, Callable[[Path], Dataset]]) -> Dataset:
+def data_source(data: str, synthetic: Callable[[], Dataset], readers: dict[str, Callable[[Path], Dataset]],
+                held_out: tuple[int, int] | None = None) -> Dataset:
     """The dataset ``--data`` names: ``"synthetic"``, or ``NAME:PATH`` for one of ``readers``
-    (each makes its dataset from the directory PATH). A missing directory, a reader's
-    :class:`~handgeom.datasets.DatasetFormatError` or an unknown name is a one-line
-    :class:`TrainError`."""
+    (each makes its dataset from the directory PATH). ``held_out = (size, seed)`` for an
+    evaluation split: a reader's split is cut to a random subset of ``size`` samples drawn with
+    ``seed`` (the whole split when smaller), as the synthetic datasets are drawn with ``size``.
+    A missing directory, a reader's :class:`~handgeom.datasets.DatasetFormatError` or an unknown
+    name is a one-line :class:`TrainError`."""
     if data == "synthetic":
         return synthetic()
     name, _, path = data.partition(":")
@@ -97,9 +100,13 @@ def data_source(data: str, synthetic: Callable[[], Dataset], readers: dict[str, 
         if not root.is_dir():
             raise TrainError(f"--data {data}: {root} is not a directory")
         try:
-            return readers[name](root)
+            dataset = readers[name](root)
         except DatasetFormatError as error:
             raise TrainError(f"--data {data}: {error}") from None
+        if held_out is None or held_out[0] >= len(dataset):
+            return dataset
+        size, seed = held_out
+        return Subset(dataset, torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))[:size].tolist())
     raise TrainError(f"--data must be {' or '.join(['synthetic'] + [f'{n}:PATH' for n in readers])}, got {data!r}")
 
 
@@ -415,9 +422,9 @@ def _origin(init: Path) -> dict:
     state = _read(init, "weights")
     if "record" in state:
         return state["record"]
-    final = state.get("final") or {}
+    final, config = state.get("final") or {}, state.get("config") or {}
     return {"path": str(init), "preset": state.get("preset"), "steps": state.get("step"),
-            "batch": state["config"]["batch"], "lr": state["config"]["lr"], "data": state.get("data"),
+            "batch": config.get("batch"), "lr": config.get("lr"), "data": state.get("data"),
             "train_seconds": final.get("train_seconds")}
 
 

@@ -12,8 +12,9 @@ and the hand-hand intersections that disappear.
    (:mod:`handgeom.train.loop`, system :mod:`handgeom.train.uplift`), then clones fine-tuned from
    it for the same number of steps: the control (no new term: the table's baseline row, so that
    extra training is not credited to the loss), the intersection loss over the paper's options
-   (a sweep of weights with dense points, the flipped pair α = 1, squared; then, at the chosen
-   weight, one option changed at a time: sparse or mesh points, the single hand α = 0, truncated;
+   one coordinate at a time (a sweep of weights with dense points, the flipped pair α = 1,
+   squared; then, at the chosen weight, one option changed at a time: sparse or mesh points, the
+   single hand α = 0, truncated; then the chosen option at the other weights;
    ``Sizes(options=None)`` runs all twelve combinations) and handgeom's exact alternative,
    ``penetration`` between the two predicted meshes (a sweep of weights). The refiner is
    fine-tuned with the uplift's chosen settings only (a sweep of its own doubles the run time).

@@ -165,7 +165,7 @@ def test_reconstruct_writes_every_image_and_reports_the_broken_one(tmp_path, cap
         assert set(record["interaction"]) == {"count", "volume_cm3", "depth_mm", "occupancy_count"}
         assert read_png(out / f"{name}_overlay.png").shape == (DISPLAY, 2 * DISPLAY, 3)
         assert (out / f"{name}_right.ply").is_file() and (out / f"{name}_left.ply").is_file()
-    # sample 44 interpenetrates at 128 px (the demo's default); resized, it still reconstructs hands
+    # the readable images are reconstructed and named by their stems
     assert report["reconstructed"][str(paths[0])]["name"] == "a"
 
 

@@ -52,8 +52,7 @@ def dataset(data: str, split: str, config: TrainConfig, size: int, seed: int) ->
     return data_source(data, lambda: SyntheticInteractingHands(size, image_size, seed=seed), {
         "interhand": lambda root: InterHand26M(root, "train" if split == "train" else "val", image_size,
                                                interacting_only=True,
-                                               transform=Augment(seed=seed) if split == "train" else None)},
-                       held_out=None if split == "train" else (size, seed))
+                                               transform=Augment(seed=seed) if split == "train" else None)})
 
 
 def _faces(model: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:

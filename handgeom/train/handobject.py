@@ -88,7 +88,7 @@ def dataset(data: str, split: str, config: TrainConfig, size: int, seed: int) ->
 
     return data_source(data, lambda: SyntheticHandObject(size, image_size, seed=seed), {
         "ho3d": reader(HO3D, "train" if train else "evaluation"),
-        "dexycb": reader(DexYCB, "train" if train else "test")}, held_out=None if train else (size, seed))
+        "dexycb": reader(DexYCB, "train" if train else "test")})
 
 
 def _faces(model: nn.Module) -> torch.Tensor:

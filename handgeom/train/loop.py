@@ -84,14 +84,11 @@ class System(Protocol):
     def markdown(self, metrics: dict[str, Any]) -> str: ...
 
 
-def data_source(data: str, synthetic: Callable[[], Dataset], readers: dict[str, Callable[[Path], Dataset]],
-                held_out: tuple[int, int] | None = None) -> Dataset:
+def data_source(data: str, synthetic: Callable[[], Dataset], readers: dict[str, Callable[[Path], Dataset]]) -> Dataset:
     """The dataset ``--data`` names: ``"synthetic"``, or ``NAME:PATH`` for one of ``readers``
-    (each makes its dataset from the directory PATH). ``held_out = (size, seed)`` for an
-    evaluation split: a reader's split is cut to a random subset of ``size`` samples drawn with
-    ``seed`` (the whole split when smaller), as the synthetic datasets are drawn with ``size``.
-    A missing directory, a reader's :class:`~handgeom.datasets.DatasetFormatError` or an unknown
-    name is a one-line :class:`TrainError`."""
+    (each makes its dataset from the directory PATH). A missing directory, a reader's
+    :class:`~handgeom.datasets.DatasetFormatError` or an unknown name is a one-line
+    :class:`TrainError`."""
     if data == "synthetic":
         return synthetic()
     name, _, path = data.partition(":")
@@ -100,14 +97,20 @@ def data_source(data: str, synthetic: Callable[[], Dataset], readers: dict[str, 
         if not root.is_dir():
             raise TrainError(f"--data {data}: {root} is not a directory")
         try:
-            dataset = readers[name](root)
+            return readers[name](root)
         except DatasetFormatError as error:
             raise TrainError(f"--data {data}: {error}") from None
-        if held_out is None or held_out[0] >= len(dataset):
-            return dataset
-        size, seed = held_out
-        return Subset(dataset, torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))[:size].tolist())
     raise TrainError(f"--data must be {' or '.join(['synthetic'] + [f'{n}:PATH' for n in readers])}, got {data!r}")
+
+
+def evaluation_set(system: System, data: str, config: TrainConfig, size: int, seed: int) -> Dataset:
+    """The evaluation set: at most ``size`` samples of the system's ``"eval"`` split of ``data``,
+    a random subset drawn with ``seed`` where the split is larger (a real dataset's; synthetic
+    ones are drawn with ``size`` samples)."""
+    dataset = system.dataset(data, "eval", config, size, seed)
+    if len(dataset) <= size:
+        return dataset
+    return Subset(dataset, torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))[:size].tolist())
 
 
 def model_preset(config: TrainConfig, presets: dict[str, Any]) -> Any:
@@ -258,7 +261,7 @@ def train(system: System, preset: str, data: str, out: Path, steps: int | None =
     train_set = system.dataset(data, "train", config, config.scenes or config.steps * config.batch, config.seed)
     if config.scenes:
         train_set = Memoized(train_set)
-    eval_set = system.dataset(data, "eval", config, config.eval_size, config.seed + 1)  # held out: another seed
+    eval_set = evaluation_set(system, data, config, config.eval_size, config.seed + 1)  # another seed
     sampler = StepBatches(len(train_set), config.batch, config.steps, config.seed, start, rank, world)
     loader = DataLoader(train_set, batch_sampler=sampler, num_workers=config.workers,
                         persistent_workers=False, pin_memory=dev.type == "cuda")
@@ -372,7 +375,7 @@ def evaluate_checkpoint(system: System, path: Path, data: str, out: Path | None 
     if seed == config.seed and data == state["data"]:
         raise TrainError(f"--seed {seed} is the training seed of {path}: choose another for held-out data")
     config.eval_size = size or config.eval_size
-    dataset = system.dataset(data, "eval", config, config.eval_size, seed)
+    dataset = evaluation_set(system, data, config, config.eval_size, seed)
     metrics = _evaluate(system, model, dataset, config, torch.device(device))
     metrics["checkpoint"] = {"path": str(path), "step": state["step"], "preset": state["preset"], "data": data,
                              "eval_seed": seed}

@@ -55,8 +55,7 @@ def dataset(data: str, split: str, config: TrainConfig, size: int, seed: int) ->
     paper's random 70/15/15 split, train for training, test otherwise)."""
     image_size = model_preset(config, MODEL_PRESETS).image_size
     return data_source(data, lambda: SyntheticSingleHand(size, image_size, seed=seed),
-                       {"panoptic": lambda root: PanopticHands(root, "train" if split == "train" else "test", image_size)},
-                       held_out=None if split == "train" else (size, seed))
+                       {"panoptic": lambda root: PanopticHands(root, "train" if split == "train" else "test", image_size)})
 
 
 def phase(step: int, config: TrainConfig) -> str:

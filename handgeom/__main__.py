@@ -131,7 +131,7 @@ def train_command(args: argparse.Namespace) -> None:
     _check_device(device)
     try:
         path = train(system(args.system), args.preset, args.data, args.out, args.steps, args.batch, args.resume,
-                     device, _loss_weights(args.loss), lr=args.lr, init=args.init)
+                     device, _loss_weights(args.loss), lr=args.lr, init=args.init, seed=args.seed)
     except TrainError as error:
         _fail(str(error))
     print(f"wrote {path}, {args.out / 'log.jsonl'} and {args.out / 'eval.md'}")
@@ -249,6 +249,8 @@ def main(argv: list[str] | None = None) -> None:
     p_train.add_argument("--resume", action="store_true", help="continue OUT/last.pt")
     p_train.add_argument("--init", type=Path, help="fine-tune: start from a checkpoint's or shipped weights")
     p_train.add_argument("--lr", type=float, help="peak learning rate; default: the preset's")
+    p_train.add_argument("--seed", type=int, help="seed of the training data and the run (default 0); a fine-tune "
+                         "with another seed sees new scenes; `eval` holds out seed 1")
     p_train.add_argument("--loss", help="loss weights, e.g. occupancy=1e-3,penetration=10")
     p_train.add_argument("--device", choices=["cpu", "cuda"], help="default: CUDA when available, else CPU")
     p_train.set_defaults(run=train_command)

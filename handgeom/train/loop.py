@@ -199,10 +199,11 @@ def _to(batch: dict, device: torch.device) -> dict:
 
 def train(system: System, preset: str, data: str, out: Path, steps: int | None = None, batch: int | None = None,
           resume: bool = False, device: str = "cpu", loss_weights: dict[str, float] | None = None,
-          progress: bool = True, lr: float | None = None, init: Path | None = None) -> Path:
+          progress: bool = True, lr: float | None = None, init: Path | None = None, seed: int | None = None) -> Path:
     """Trains ``system``'s ``preset`` on ``data`` and returns the final checkpoint's path
     (``out/last.pt``); see the module docstring. ``resume`` continues ``out/last.pt``; ``init``
-    starts a new run (fine-tuning) from the weights of a checkpoint or of shipped weights."""
+    starts a new run (fine-tuning) from the weights of a checkpoint or of shipped weights;
+    ``seed`` (default the preset's, 0) draws the training data, so a fine-tune can see new scenes."""
     if resume and init is not None:
         raise TrainError("--init starts a new run from weights; --resume continues a run: choose one")
     if lr is not None and not lr > 0:
@@ -227,7 +228,8 @@ def train(system: System, preset: str, data: str, out: Path, steps: int | None =
             raise TrainError(f"--resume: {ckpt_path} is a {state.get('system')} {state.get('preset')} run on {state.get('data')}, "
                              f"not {system.name} {preset} on {data}")
         config = TrainConfig(**state["config"])
-        asked = {"--steps": (steps, config.steps), "--batch": (batch, config.batch), "--lr": (lr, config.lr)}
+        asked = {"--steps": (steps, config.steps), "--batch": (batch, config.batch), "--lr": (lr, config.lr),
+                 "--seed": (seed, config.seed)}
         conflicts = [f"{flag} {mine} (the run's: {theirs})" for flag, (mine, theirs) in asked.items()
                      if mine is not None and mine != theirs]
         if loss_weights and {**config.loss, **loss_weights} != config.loss:
@@ -239,7 +241,8 @@ def train(system: System, preset: str, data: str, out: Path, steps: int | None =
     else:
         base = system.PRESETS[preset]
         config = TrainConfig(**{**base.__dict__, **({"steps": steps} if steps else {}), **({"batch": batch} if batch else {}),
-                                **({"lr": lr} if lr else {}), "loss": {**base.loss, **(loss_weights or {})},
+                                **({"lr": lr} if lr else {}), **({"seed": seed} if seed is not None else {}),
+                                "loss": {**base.loss, **(loss_weights or {})},
                                 "init": str(init) if init is not None else None})
     torch.manual_seed(config.seed)
     if rank == 0:

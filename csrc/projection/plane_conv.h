@@ -1,6 +1,7 @@
 // Host side of bone_plane_conv: the launch sequence, written once and instantiated by
 // plane_conv_cpu.cpp and plane_conv_cuda.cu with their launcher and chunk sizes. The layout
-// changes of the weight (output channel last, padded) are ATen calls, device-generic.
+// changes and the batched matrix products (the per-bone tap products and their gradients) are
+// ATen calls, device-generic.
 #pragma once
 
 #include <ATen/ATen.h>
@@ -14,16 +15,17 @@
 namespace handgeom::projection {
 
 // Chunk sizes of one device. kVec: output channels per vector chunk (O is padded to a multiple
-// of it); kX: output columns per forward task; kB: samples per tap-product task; kC: channels
-// per weight-gradient task.
-template <int64_t kVec, int64_t kX, int64_t kB, int64_t kC>
+// of it); kX: output columns per forward task.
+template <int64_t kVec, int64_t kX>
 struct ConvTiles {
-  static constexpr int64_t vec = kVec, x = kX, batch = kB, channels = kC;
+  static constexpr int64_t vec = kVec, x = kX;
 };
 
-// What forward and backward both need: the masks, boxes, weight layout and tap products.
+// What forward and backward both need: the masks and boxes, the weight as [P, C, k*k, Op]
+// (output channel last, zero-padded), the endpoint features as [P, 2B, C] (row (b, s) of bone p
+// is f[b, bones[p, s]]) and the tap products [P, B, 2, k*k, Op].
 struct ConvState {
-  at::Tensor masks, boxes, wt, taps;
+  at::Tensor masks, boxes, wt, ends, taps;
   int64_t O, Op, k;
 };
 
@@ -33,7 +35,9 @@ ConvProblem<T> make_conv_problem(const at::Tensor& uv, const at::Tensor& feat, c
   return {make_problem<T>(uv, feat, bones, o), st.O, st.Op, st.k};
 }
 
-// weight [O, P*C, k, k] (validated) -> state with masks and taps computed.
+// weight [O, P*C, k, k] (validated) -> state with masks and taps computed. The tap products are
+// one batched matrix product over the bones, [P, 2B, C] x [P, C, k*k*Op]: the BLAS (cuBLAS on
+// CUDA) runs it several times faster than a hand-written loop could.
 template <typename Tiles, typename Launch>
 ConvState conv_prepare(const at::Tensor& uv, const at::Tensor& feat, const at::Tensor& bones,
                        const at::Tensor& weight, const Options& o, const Launch& launch) {
@@ -43,19 +47,16 @@ ConvState conv_prepare(const at::Tensor& uv, const at::Tensor& feat, const at::T
   st.k = weight.size(2);
   st.Op = (st.O + Tiles::vec - 1) / Tiles::vec * Tiles::vec;
   const int64_t kk = st.k * st.k;
-  st.wt = at::empty({P, C, kk, st.Op}, weight.options());
+  st.wt = at::zeros({P, C, kk, st.Op}, weight.options());
+  st.wt.narrow(3, 0, st.O).copy_(weight.view({st.O, P, C, kk}).permute({1, 2, 3, 0}));
+  st.ends = feat.index_select(1, bones.reshape(-1)).view({B, P, 2, C}).permute({1, 0, 2, 3}).reshape({P, 2 * B, C});
+  st.taps = at::bmm(st.ends, st.wt.view({P, C, kk * st.Op}));
   st.masks = at::empty({B, P, o.height, o.width, 2}, uv.options());
   st.boxes = at::empty({B, P, 4}, uv.options().dtype(at::kLong));
-  st.taps = at::empty({B, P, 2, kk, st.Op}, uv.options());
-  if (B * P * C == 0) return st;
+  if (B * P == 0) return st;
   AT_DISPATCH_FLOATING_TYPES(uv.scalar_type(), "bone_plane_conv_prepare", [&] {
     const auto cp = make_conv_problem<scalar_t>(uv, feat, bones, o, st);
-    const WeightLayout<scalar_t, Tiles::vec> layout{cp, weight.const_data_ptr<scalar_t>(), st.wt.data_ptr<scalar_t>()};
-    launch(layout.tasks(), layout, 16);
     launch(B * P * o.height, BoneMasks<scalar_t>{cp.pr, st.masks.data_ptr<scalar_t>(), st.boxes.data_ptr<int64_t>()}, 8);
-    const ConvTaps<scalar_t, Tiles::batch, Tiles::vec> taps{cp, st.wt.const_data_ptr<scalar_t>(),
-                                                            st.taps.data_ptr<scalar_t>()};
-    launch(taps.tasks(), taps);
   });
   return st;
 }
@@ -83,7 +84,9 @@ at::Tensor conv_forward(const at::Tensor& uv, const at::Tensor& feat, const at::
 }
 
 // grad_out may have any strides; it is copied only when its channels are not the innermost
-// dimension (a channels-last gradient is read in place).
+// dimension (a channels-last gradient is read in place). The pixels give the taps' gradients
+// gtaps (and the joint positions' share); the weight's and the endpoint features' gradients are
+// then batched matrix products with them, as the taps are in the forward.
 template <typename Tiles, typename Launch>
 std::tuple<at::Tensor, at::Tensor, at::Tensor> conv_backward(const at::Tensor& grad_out, const at::Tensor& uv,
                                                              const at::Tensor& feat, const at::Tensor& bones,
@@ -91,14 +94,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> conv_backward(const at::Tensor& g
                                                              const Launch& launch) {
   const int64_t B = uv.size(0), J = uv.size(1), C = feat.size(2), P = bones.size(0);
   at::Tensor grad_uv = at::zeros_like(uv), grad_feat = at::zeros_like(feat);
-  at::Tensor grad_weight = at::zeros_like(weight, at::MemoryFormat::Contiguous);
-  if (grad_out.numel() == 0 || B * P * C == 0) return {grad_uv, grad_feat, grad_weight};
+  if (grad_out.numel() == 0 || B * P * C == 0)
+    return {grad_uv, grad_feat, at::zeros_like(weight, at::MemoryFormat::Contiguous)};
   const ConvState st = conv_prepare<Tiles>(uv, feat, bones, weight, o, launch);
   const int64_t kk = st.k * st.k, n_oc = st.Op / Tiles::vec;
   const at::Tensor g = grad_out.stride(1) == 1 ? grad_out : grad_out.contiguous(at::MemoryFormat::ChannelsLast);
-  at::Tensor gtaps = at::empty({B, P, 2, kk, st.Op}, uv.options());
+  at::Tensor gtaps = at::empty({P, 2 * B, kk * st.Op}, uv.options());
   at::Tensor geom_partial = at::empty({B, P, n_oc, 4}, uv.options());
-  at::Tensor feat_partial = at::empty({B, P, 2, C}, uv.options());
   AT_DISPATCH_FLOATING_TYPES(uv.scalar_type(), "bone_plane_conv_backward", [&] {
     const auto cp = make_conv_problem<scalar_t>(uv, feat, bones, o, st);
     const ConvBackwardBone<scalar_t, Tiles::vec> bone{
@@ -106,11 +108,20 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> conv_backward(const at::Tensor& g
         g.const_data_ptr<scalar_t>(), g.stride(0), g.stride(1), g.stride(2), g.stride(3),
         gtaps.data_ptr<scalar_t>(), geom_partial.data_ptr<scalar_t>()};
     launch(B * P * n_oc, bone);
-    const ConvGradWeight<scalar_t, Tiles::channels, Tiles::vec> gw{cp, gtaps.const_data_ptr<scalar_t>(),
-                                                                   grad_weight.data_ptr<scalar_t>()};
-    launch(gw.tasks(), gw);
-    launch(B * P * C, ConvGradFeat<scalar_t, Tiles::vec>{cp, st.wt.const_data_ptr<scalar_t>(), gtaps.const_data_ptr<scalar_t>(),
-                                                         feat_partial.data_ptr<scalar_t>()});
+  });
+  // [P, k*k*Op, 2B] x [P, 2B, C] -> grad_weight[o, p*C + c, t] = gw[p, t, o, c]
+  const at::Tensor grad_weight = at::bmm(gtaps.transpose(1, 2), st.ends)
+                                     .view({P, kk, st.Op, C})
+                                     .narrow(2, 0, st.O)
+                                     .permute({2, 0, 3, 1})
+                                     .reshape(weight.sizes());
+  // [P, 2B, k*k*Op] x [P, k*k*Op, C] -> the endpoints' share [B, P, 2, C], gathered per joint
+  const at::Tensor feat_partial = at::bmm(gtaps, st.wt.view({P, C, kk * st.Op}).transpose(1, 2))
+                                      .view({P, B, 2, C})
+                                      .permute({1, 0, 2, 3})
+                                      .contiguous();
+  AT_DISPATCH_FLOATING_TYPES(uv.scalar_type(), "bone_plane_conv_gather", [&] {
+    const auto cp = make_conv_problem<scalar_t>(uv, feat, bones, o, st);
     launch(B * J * (C + 2),
            GatherJoints<scalar_t>{cp.pr, feat_partial.const_data_ptr<scalar_t>(), geom_partial.const_data_ptr<scalar_t>(),
                                   n_oc, grad_uv.data_ptr<scalar_t>(), grad_feat.data_ptr<scalar_t>()});

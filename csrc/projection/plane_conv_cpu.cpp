@@ -1,11 +1,10 @@
 // CPU launch of bone_plane_conv: output channels in vector chunks of 32 (two AVX-512 registers
-// of float32), forward tiles of 8 columns x 32 channels, tap products for 4 samples at a time
-// (the weight chunk read once for 8 accumulator rows), weight gradients for 8 channels at a time.
+// of float32), forward tiles of 8 columns x 32 channels.
 #include "common/parallel.h"
 #include "projection/plane_conv.h"
 
 namespace handgeom::projection {
 
-ConvDeviceOps conv_cpu_ops() { return make_conv_device_ops<ConvTiles<32, 8, 4, 8>, CpuLauncher>(); }
+ConvDeviceOps conv_cpu_ops() { return make_conv_device_ops<ConvTiles<32, 8>, CpuLauncher>(); }
 
 }  // namespace handgeom::projection

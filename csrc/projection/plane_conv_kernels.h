@@ -6,10 +6,12 @@
 //   A[p,t,:] = W_{p,t} f_a,  B[p,t,:] = W_{p,t} f_b,  d_t = (dy - h, dx - h),
 // by linearity; ma_p, mb_p are 0 outside the bone's box, so only lit pixels are visited.
 //
-// Layouts (O padded to Op, a multiple of the launcher's vector chunk, with zeros):
+// The tap products A, B and, in the backward, the weight's and the features' gradients from the
+// taps' gradients are batched matrix products per bone, left to the BLAS (plane_conv.h); the
+// kernels here are the per-pixel work. Layouts (O padded to Op, a multiple of the launcher's
+// vector chunk, with zeros):
 //   masks [B, P, H, W, 2] (ma, mb)      boxes [B, P, 4] (i0, i1, j0, j1)
-//   wt    [P, C, k*k, Op]  the weight, output channel last (WeightLayout)
-//   taps  [B, P, 2, k*k, Op]  A and B      gtaps: their gradients, same layout
+//   taps  [P, B, 2, k*k, Op]  A and B      gtaps: their gradients, same layout
 #pragma once
 
 #include "projection/projection_kernels.h"
@@ -77,73 +79,6 @@ struct BoneMasks {
   }
 };
 
-// The weight in the kernels' layout, one task per (input channel, chunk of kO outputs):
-//   wt[pc, t, o] = weight[o, pc, t] for o < O, 0 for the padding up to Op.
-// Consecutive tasks take consecutive input channels, which share the weight's cache lines.
-template <typename T, int64_t kO>
-struct WeightLayout {
-  ConvProblem<T> cp;
-  const T* weight;  // [O, P*C, k*k] contiguous
-  T* wt;            // [P*C, k*k, Op]
-
-  HG_HOST_DEVICE int64_t tasks() const { return cp.pr.P * cp.pr.C * (cp.Op / kO); }
-
-  HG_HOST_DEVICE void operator()(int64_t task) const {
-    const int64_t planes = cp.pr.P * cp.pr.C, kk = cp.taps();
-    const int64_t pc = task % planes, o0 = (task / planes) * kO;
-    for (int64_t t = 0; t < kk; ++t) {
-      T* dst = wt + (pc * kk + t) * cp.Op + o0;
-      for (int64_t o = 0; o < kO; ++o) dst[o] = o0 + o < cp.O ? weight[((o0 + o) * planes + pc) * kk + t] : T(0);
-    }
-  }
-};
-
-// The tap products, one task per (block of kB samples, bone, tap, chunk of kO output channels):
-//   taps[b,p,0,t,o] = sum_c wt[p,c,t,o] f_a[c],  taps[b,p,1,t,o] = sum_c wt[p,c,t,o] f_b[c].
-// The weight chunk is read once for 2 kB accumulator rows.
-template <typename T, int64_t kB, int64_t kO>
-struct ConvTaps {
-  ConvProblem<T> cp;
-  const T* wt;
-  T* taps;
-
-  HG_HOST_DEVICE int64_t tasks() const {
-    const Problem<T>& pr = cp.pr;
-    return (pr.B + kB - 1) / kB * pr.P * cp.taps() * (cp.Op / kO);
-  }
-
-  HG_CPU_CLONES HG_HOST_DEVICE void operator()(int64_t task) const {
-    const Problem<T>& pr = cp.pr;
-    const int64_t kk = cp.taps(), n_oc = cp.Op / kO;
-    const int64_t oc = task % n_oc, r = task / n_oc, t = r % kk, r2 = r / kk, p = r2 % pr.P;
-    const int64_t b0 = (r2 / pr.P) * kB, o0 = oc * kO;
-    const int64_t nb = hg_min(kB, pr.B - b0);
-    const T* f[kB][2];
-    for (int64_t i = 0; i < kB; ++i)
-      for (int64_t s = 0; s < 2; ++s)  // blocks past the batch read sample b0 (not written)
-        f[i][s] = pr.joint_feat(i < nb ? b0 + i : b0, pr.bones[2 * p + s]);
-    T acc[kB][2][kO];
-    for (int64_t i = 0; i < kB; ++i)
-      for (int64_t s = 0; s < 2; ++s)
-        for (int64_t o = 0; o < kO; ++o) acc[i][s][o] = T(0);
-    for (int64_t c = 0; c < pr.C; ++c) {
-      const T* w = wt + ((p * pr.C + c) * kk + t) * cp.Op + o0;
-      for (int64_t i = 0; i < kB; ++i) {
-        const T fa = f[i][0][c], fb = f[i][1][c];
-        for (int64_t o = 0; o < kO; ++o) {
-          acc[i][0][o] += fa * w[o];
-          acc[i][1][o] += fb * w[o];
-        }
-      }
-    }
-    for (int64_t i = 0; i < nb; ++i)
-      for (int64_t s = 0; s < 2; ++s) {
-        T* dst = taps + (((b0 + i) * pr.P + p) * 2 + s) * kk * cp.Op + t * cp.Op + o0;
-        for (int64_t o = 0; o < kO; ++o) dst[o] = acc[i][s][o];
-      }
-  }
-};
-
 // Forward, one task per (batch, chunk of kO output channels, row, tile of kX columns): each
 // output element is written once, by its task; per bone whose box (grown by h) reaches the
 // tile, per tap, each lit source pixel adds ma A + mb B. The CPU takes 8 x 32 tiles, CUDA
@@ -175,7 +110,7 @@ struct ConvForward {
       const int64_t i0 = bx[0], i1 = bx[1], j0 = bx[2], j1 = bx[3];
       if (y + h < i0 || y - h >= i1 || x0 + nx - 1 + h < j0 || x0 - h >= j1) continue;
       const T* mp = masks + bp * pr.H * pr.W * 2;
-      const T* tp = taps + bp * 2 * kk * cp.Op + o0;
+      const T* tp = taps + (p * pr.B + b) * 2 * kk * cp.Op + o0;
       for (int64_t dy = 0; dy < cp.k; ++dy) {
         const int64_t sy = y + dy - h;
         if (sy < i0 || sy >= i1) continue;
@@ -228,9 +163,9 @@ struct ConvBackwardBone {
     const bool full = o0 + kO <= cp.O;  // no padded channel in the chunk
     const int64_t* bx = boxes + bp * 4;
     const T* mp = masks + bp * pr.H * pr.W * 2;
-    const T* ta = taps + bp * 2 * kk * cp.Op + o0;
+    const T* ta = taps + (p * pr.B + b) * 2 * kk * cp.Op + o0;
     const T* tb = ta + kk * cp.Op;
-    T* ga = gtaps + bp * 2 * kk * cp.Op + o0;
+    T* ga = gtaps + (p * pr.B + b) * 2 * kk * cp.Op + o0;
     T* gb = ga + kk * cp.Op;
     for (int64_t t = 0; t < kk; ++t)
       for (int64_t o = 0; o < kO; ++o) ga[t * cp.Op + o] = gb[t * cp.Op + o] = T(0);
@@ -280,75 +215,6 @@ struct ConvBackwardBone {
     geom[1] = grad_a.y;
     geom[2] = grad_b.x;
     geom[3] = grad_b.y;
-  }
-};
-
-// The weight's gradient, one task per (bone, block of kC channels, chunk of kO outputs), every
-// tap in turn:
-//   grad_weight[o, p*C + c, t] = sum_b f_a[b,c] gtaps[b,p,0,t,o] + f_b[b,c] gtaps[b,p,1,t,o],
-// written in the weight's own layout (the task's outputs for one o are kC * k*k consecutive
-// elements, which stay in cache while its taps are written).
-template <typename T, int64_t kC, int64_t kO>
-struct ConvGradWeight {
-  ConvProblem<T> cp;
-  const T* gtaps;
-  T* grad_weight;  // [O, P*C, k*k]
-
-  HG_HOST_DEVICE int64_t c_blocks() const { return (cp.pr.C + kC - 1) / kC; }
-  HG_HOST_DEVICE int64_t tasks() const { return cp.pr.P * c_blocks() * (cp.Op / kO); }
-
-  HG_CPU_CLONES HG_HOST_DEVICE void operator()(int64_t task) const {
-    const Problem<T>& pr = cp.pr;
-    const int64_t kk = cp.taps(), n_oc = cp.Op / kO, n_cb = c_blocks(), planes = pr.P * pr.C;
-    const int64_t oc = task % n_oc, r = task / n_oc, cb = r % n_cb, p = r / n_cb;
-    const int64_t c0 = cb * kC, o0 = oc * kO;
-    const int64_t nc = hg_min(kC, pr.C - c0), no = hg_min(kO, cp.O - o0);
-    for (int64_t t = 0; t < kk; ++t) {
-      T acc[kC][kO];
-      for (int64_t ci = 0; ci < kC; ++ci)
-        for (int64_t o = 0; o < kO; ++o) acc[ci][o] = T(0);
-      for (int64_t b = 0; b < pr.B; ++b) {
-        for (int64_t s = 0; s < 2; ++s) {
-          const T* f = pr.joint_feat(b, pr.bones[2 * p + s]) + c0;
-          const T* g = gtaps + ((b * pr.P + p) * 2 + s) * kk * cp.Op + t * cp.Op + o0;
-          for (int64_t ci = 0; ci < kC; ++ci) {
-            const T fc = ci < nc ? f[ci] : T(0);
-            for (int64_t o = 0; o < kO; ++o) acc[ci][o] += fc * g[o];
-          }
-        }
-      }
-      for (int64_t o = 0; o < no; ++o)
-        for (int64_t ci = 0; ci < nc; ++ci)
-          grad_weight[((o0 + o) * planes + p * pr.C + c0 + ci) * kk + t] = acc[ci][o];
-    }
-  }
-};
-
-// The endpoint features' gradient per bone, one task per (batch, bone, channel):
-//   feat_partial[b,p,s,c] = sum_{t,o} wt[p,c,t,o] gtaps[b,p,s,t,o],
-// gathered per joint by GatherJoints. kO lanes of partial sums, added as a tree at the end.
-template <typename T, int64_t kO>
-struct ConvGradFeat {
-  ConvProblem<T> cp;
-  const T* wt;
-  const T* gtaps;
-  T* feat_partial;  // [B, P, 2, C]
-
-  HG_CPU_CLONES HG_HOST_DEVICE void operator()(int64_t task) const {
-    const Problem<T>& pr = cp.pr;
-    const int64_t kk = cp.taps(), c = task % pr.C, bp = task / pr.C, p = bp % pr.P;
-    const T* w = wt + (p * pr.C + c) * kk * cp.Op;
-    const T* ga = gtaps + bp * 2 * kk * cp.Op;
-    const T* gb = ga + kk * cp.Op;
-    T sa[kO], sb[kO];
-    for (int64_t o = 0; o < kO; ++o) sa[o] = sb[o] = T(0);
-    for (int64_t i = 0; i < kk * cp.Op; i += kO)
-      for (int64_t o = 0; o < kO; ++o) {
-        sa[o] += w[i + o] * ga[i + o];
-        sb[o] += w[i + o] * gb[i + o];
-      }
-    feat_partial[(bp * 2) * pr.C + c] = tree_sum<kO>(sa);
-    feat_partial[(bp * 2 + 1) * pr.C + c] = tree_sum<kO>(sb);
   }
 };
 

@@ -71,6 +71,15 @@ def test_resume_gives_the_same_weights(tmp_path, monkeypatch):
     assert [r["step"] for r in log if "loss" in r] == [1, 2, 3, 4]
 
 
+def test_seed_draws_other_training_scenes(tmp_path):
+    path = train(DIR, "tiny", "synthetic", tmp_path / "s", progress=False, seed=2)
+    assert torch.load(path, map_location="cpu", weights_only=False)["config"]["seed"] == 2
+    assert not all(torch.equal(a, b) for a, b in zip(weights(path).values(), weights(
+        train(DIR, "tiny", "synthetic", tmp_path / "d", progress=False)).values()))
+    with pytest.raises(TrainError, match=r"drop --seed 3 \(the run's: 2\)"):
+        train(DIR, "tiny", "synthetic", tmp_path / "s", resume=True, seed=3, progress=False)
+
+
 TORCHRUN_SCRIPT = textwrap.dedent("""
     import sys, torch, torch.distributed as dist
     from pathlib import Path

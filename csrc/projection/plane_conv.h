@@ -36,8 +36,8 @@ ConvProblem<T> make_conv_problem(const at::Tensor& uv, const at::Tensor& feat, c
 }
 
 // weight [O, P*C, k, k] (validated) -> state with masks and taps computed. The tap products are
-// one batched matrix product over the bones, [P, 2B, C] x [P, C, k*k*Op]: the BLAS (cuBLAS on
-// CUDA) runs it several times faster than a hand-written loop could.
+// one batched matrix product over the bones, [P, 2B, C] x [P, C, k*k*Op], left to the BLAS
+// (cuBLAS on CUDA).
 template <typename Tiles, typename Launch>
 ConvState conv_prepare(const at::Tensor& uv, const at::Tensor& feat, const at::Tensor& bones,
                        const at::Tensor& weight, const Options& o, const Launch& launch) {

@@ -15,11 +15,20 @@
 namespace handgeom::projection {
 
 // Chunk sizes of one device. kVec: output channels per vector chunk (O is padded to a multiple
-// of it); kX: output columns per forward task.
-template <int64_t kVec, int64_t kX>
+// of it); kX: output columns per forward task; kTile: the side of a weight-transpose task.
+template <int64_t kVec, int64_t kX, int64_t kTile>
 struct ConvTiles {
-  static constexpr int64_t vec = kVec, x = kX;
+  static constexpr int64_t vec = kVec, x = kX, tile = kTile;
 };
+
+// A large scratch or output tensor, advised for huge pages before its first touch (memory.h):
+// the weight-sized buffers here (24 MB at DIR's sizes) otherwise page-fault in on every call.
+template <typename Launch>
+at::Tensor fresh(const Launch& launch, at::IntArrayRef sizes, const at::TensorOptions& options) {
+  at::Tensor t = at::empty(sizes, options);
+  launch.fresh_output(t);
+  return t;
+}
 
 // What forward and backward both need: the masks and boxes, the weight as [P, C, k*k, Op]
 // (output channel last, zero-padded), the endpoint features as [P, 2B, C] (row (b, s) of bone p
@@ -46,18 +55,20 @@ ConvState conv_prepare(const at::Tensor& uv, const at::Tensor& feat, const at::T
   st.O = weight.size(0);
   st.k = weight.size(2);
   st.Op = (st.O + Tiles::vec - 1) / Tiles::vec * Tiles::vec;
-  const int64_t kk = st.k * st.k;
-  st.wt = at::zeros({P, C, kk, st.Op}, weight.options());
-  st.wt.narrow(3, 0, st.O).copy_(weight.view({st.O, P, C, kk}).permute({1, 2, 3, 0}));
+  const int64_t kk = st.k * st.k, rows = P * C * kk;
+  st.wt = fresh(launch, {P, C, kk, st.Op}, weight.options());
   st.ends = feat.index_select(1, bones.reshape(-1)).view({B, P, 2, C}).permute({1, 0, 2, 3}).reshape({P, 2 * B, C});
-  st.taps = at::bmm(st.ends, st.wt.view({P, C, kk * st.Op}));
   st.masks = at::empty({B, P, o.height, o.width, 2}, uv.options());
   st.boxes = at::empty({B, P, 4}, uv.options().dtype(at::kLong));
-  if (B * P == 0) return st;
   AT_DISPATCH_FLOATING_TYPES(uv.scalar_type(), "bone_plane_conv_prepare", [&] {
+    const Transpose<scalar_t, Tiles::tile> wt{weight.const_data_ptr<scalar_t>(), st.O, rows,
+                                              st.wt.data_ptr<scalar_t>(), rows, st.Op, st.Op};
+    launch(wt.tasks(), wt);
     const auto cp = make_conv_problem<scalar_t>(uv, feat, bones, o, st);
     launch(B * P * o.height, BoneMasks<scalar_t>{cp.pr, st.masks.data_ptr<scalar_t>(), st.boxes.data_ptr<int64_t>()}, 8);
   });
+  st.taps = fresh(launch, {P, 2 * B, kk * st.Op}, uv.options());
+  at::bmm_out(st.taps, st.ends, st.wt.view({P, C, kk * st.Op}));
   return st;
 }
 
@@ -97,9 +108,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> conv_backward(const at::Tensor& g
   if (grad_out.numel() == 0 || B * P * C == 0)
     return {grad_uv, grad_feat, at::zeros_like(weight, at::MemoryFormat::Contiguous)};
   const ConvState st = conv_prepare<Tiles>(uv, feat, bones, weight, o, launch);
-  const int64_t kk = st.k * st.k, n_oc = st.Op / Tiles::vec;
+  const int64_t kk = st.k * st.k, rows = P * C * kk, n_oc = st.Op / Tiles::vec;
   const at::Tensor g = grad_out.stride(1) == 1 ? grad_out : grad_out.contiguous(at::MemoryFormat::ChannelsLast);
-  at::Tensor gtaps = at::empty({P, 2 * B, kk * st.Op}, uv.options());
+  at::Tensor gtaps = fresh(launch, {P, 2 * B, kk * st.Op}, uv.options());
   at::Tensor geom_partial = at::empty({B, P, n_oc, 4}, uv.options());
   AT_DISPATCH_FLOATING_TYPES(uv.scalar_type(), "bone_plane_conv_backward", [&] {
     const auto cp = make_conv_problem<scalar_t>(uv, feat, bones, o, st);
@@ -109,18 +120,19 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> conv_backward(const at::Tensor& g
         gtaps.data_ptr<scalar_t>(), geom_partial.data_ptr<scalar_t>()};
     launch(B * P * n_oc, bone);
   });
-  // [P, k*k*Op, 2B] x [P, 2B, C] -> grad_weight[o, p*C + c, t] = gw[p, t, o, c]
-  const at::Tensor grad_weight = at::bmm(gtaps.transpose(1, 2), st.ends)
-                                     .view({P, kk, st.Op, C})
-                                     .narrow(2, 0, st.O)
-                                     .permute({2, 0, 3, 1})
-                                     .reshape(weight.sizes());
+  // [P, C, 2B] x [P, 2B, k*k*Op] -> [P*C*k*k, Op], transposed below into the weight's layout
+  at::Tensor gw_rows = fresh(launch, {P, C, kk * st.Op}, uv.options());
+  at::bmm_out(gw_rows, st.ends.transpose(1, 2), gtaps);
+  at::Tensor grad_weight = fresh(launch, weight.sizes(), weight.options());
   // [P, 2B, k*k*Op] x [P, k*k*Op, C] -> the endpoints' share [B, P, 2, C], gathered per joint
   const at::Tensor feat_partial = at::bmm(gtaps, st.wt.view({P, C, kk * st.Op}).transpose(1, 2))
                                       .view({P, B, 2, C})
                                       .permute({1, 0, 2, 3})
                                       .contiguous();
   AT_DISPATCH_FLOATING_TYPES(uv.scalar_type(), "bone_plane_conv_gather", [&] {
+    const Transpose<scalar_t, Tiles::tile> gw{gw_rows.const_data_ptr<scalar_t>(), rows, st.Op,
+                                              grad_weight.data_ptr<scalar_t>(), st.O, rows, rows};
+    launch(gw.tasks(), gw);
     const auto cp = make_conv_problem<scalar_t>(uv, feat, bones, o, st);
     launch(B * J * (C + 2),
            GatherJoints<scalar_t>{cp.pr, feat_partial.const_data_ptr<scalar_t>(), geom_partial.const_data_ptr<scalar_t>(),

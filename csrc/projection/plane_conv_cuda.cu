@@ -7,6 +7,6 @@
 
 namespace handgeom::projection {
 
-ConvDeviceOps conv_cuda_ops() { return make_conv_device_ops<ConvTiles<1, 1>, CudaLauncher>(); }
+ConvDeviceOps conv_cuda_ops() { return make_conv_device_ops<ConvTiles<1, 1, 1>, CudaLauncher>(); }
 
 }  // namespace handgeom::projection

@@ -41,6 +41,28 @@ HG_CLONE_INLINE T tree_sum(T* a) {
   }
 }
 
+// The weight's two layout changes, [O, P*C*k*k] <-> [P*C*k*k, Op], as one tiled transpose:
+// dst[i, j] = src[j, i] for j < src_rows and 0 beyond (the padded channels), one task per
+// kTile x kTile tile of dst (rows of dst_ld, src rows of src_ld). ATen's own transposing copy
+// is single-threaded on the CPU, and this one runs on the launcher's pool.
+template <typename T, int64_t kTile>
+struct Transpose {
+  const T* src;
+  int64_t src_rows, src_ld;
+  T* dst;
+  int64_t dst_rows, dst_cols, dst_ld;
+
+  HG_HOST_DEVICE int64_t col_tiles() const { return (dst_cols + kTile - 1) / kTile; }
+  HG_HOST_DEVICE int64_t tasks() const { return (dst_rows + kTile - 1) / kTile * col_tiles(); }
+
+  HG_HOST_DEVICE void operator()(int64_t task) const {
+    const int64_t i0 = task / col_tiles() * kTile, j0 = task % col_tiles() * kTile;
+    const int64_t i1 = hg_min(i0 + kTile, dst_rows), j1 = hg_min(j0 + kTile, dst_cols);
+    for (int64_t i = i0; i < i1; ++i)
+      for (int64_t j = j0; j < j1; ++j) dst[i * dst_ld + j] = j < src_rows ? src[j * src_ld + i] : T(0);
+  }
+};
+
 // One task per (batch, bone, row): the row's ma, mb (0 outside the mask), exactly as the
 // projection's forward computes them; the row-0 task also writes the bone's box. Compiled for
 // the baseline ISA like ForwardTile, so both ops light the same pixels with the same weights.

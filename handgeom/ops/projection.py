@@ -202,8 +202,14 @@ def bone_plane_conv(
         ck.tensor(bias, "bias", (None,))
     radius = ck.real(radius, "radius")
     sigma = radius if sigma is None else ck.real(sigma, "sigma")
-    return torch.ops.handgeom.bone_plane_conv(joint_uv, joint_feat, bones, weight, bias, height, width, radius,
-                                              profile, sigma)
+    out, _, _ = torch.ops.handgeom.bone_plane_conv(joint_uv, joint_feat, bones, weight, bias, height, width, radius,
+                                                   profile, sigma)
+    return out
+
+
+# Output channels are padded to a multiple of this in the layouts the forward hands to its
+# backward (kChannelPad in csrc/projection/plane_conv.h).
+_CONV_CHANNEL_PAD = 32
 
 
 @torch.library.register_fake("handgeom::bone_plane_conv")
@@ -212,10 +218,14 @@ def _conv_fake(joint_uv, joint_feat, bones, weight, bias, height, width, radius,
     ck = Checker("bone_plane_conv")
     planes = bones.shape[0] * joint_feat.shape[2]
     _check_weight_fake(ck, weight, planes, joint_uv)
-    out_channels = weight.shape[0]
+    out_channels, taps = weight.shape[0], weight.shape[2] * weight.shape[3]
     if bias is not None:
         ck.tensor(bias, "bias", (out_channels,), like=joint_uv)
-    return joint_uv.new_empty((joint_uv.shape[0], out_channels, height, width))
+    padded = -(-out_channels // _CONV_CHANNEL_PAD) * _CONV_CHANNEL_PAD
+    bone_count = bones.shape[0]
+    return (joint_uv.new_empty((joint_uv.shape[0], out_channels, height, width)),
+            joint_uv.new_empty((bone_count, joint_feat.shape[2], taps, padded)),
+            joint_uv.new_empty((bone_count, 2 * joint_uv.shape[0], taps * padded)))
 
 
 def _check_weight_fake(ck: Checker, weight, planes: int, joint_uv) -> None:
@@ -225,21 +235,24 @@ def _check_weight_fake(ck: Checker, weight, planes: int, joint_uv) -> None:
 
 
 @torch.library.register_fake("handgeom::bone_plane_conv_backward")
-def _conv_backward_fake(grad_out, joint_uv, joint_feat, bones, weight, height, width, radius, profile, sigma):
+def _conv_backward_fake(grad_out, joint_uv, joint_feat, bones, weight, weight_t, taps, height, width, radius, profile,
+                        sigma):
     return torch.empty_like(joint_uv), torch.empty_like(joint_feat), torch.empty_like(weight,
                                                                                        memory_format=torch.contiguous_format)
 
 
 def _conv_setup_context(ctx, inputs, output):
     joint_uv, joint_feat, bones, weight, bias, *ctx.options = inputs
+    _, weight_t, taps = output  # the weight relaid out and the tap products, reused by the backward
+    ctx.mark_non_differentiable(weight_t, taps)
     ctx.has_bias = bias is not None
-    ctx.save_for_backward(joint_uv, joint_feat, bones, weight)
+    ctx.save_for_backward(joint_uv, joint_feat, bones, weight, weight_t, taps)
 
 
-def _conv_backward(ctx, grad_out):
-    joint_uv, joint_feat, bones, weight = ctx.saved_tensors
+def _conv_backward(ctx, grad_out, _grad_weight_t, _grad_taps):
+    joint_uv, joint_feat, bones, weight, weight_t, taps = ctx.saved_tensors
     grad_uv, grad_feat, grad_weight = torch.ops.handgeom.bone_plane_conv_backward(
-        grad_out, joint_uv, joint_feat, bones, weight, *ctx.options
+        grad_out, joint_uv, joint_feat, bones, weight, weight_t, taps, *ctx.options
     )
     grad_bias = grad_out.sum((0, 2, 3)) if ctx.has_bias else None
     return grad_uv, grad_feat, None, grad_weight, grad_bias, None, None, None, None, None

@@ -214,7 +214,7 @@ def conv_macs(batch: int, size: int, lit: int) -> dict:
     dense = batch * O * planes * kk * size * size
     taps = 2 * batch * planes * kk * O
     return {"dense_fwd": dense, "dense_bwd": 2 * dense, "fused_fwd": taps + 2 * lit * kk * O,
-            "fused_bwd": 3 * taps + 4 * lit * kk * O}
+            "fused_bwd": 2 * taps + 4 * lit * kk * O}
 
 
 def conv_records(device: str, quick: bool) -> list[dict]:

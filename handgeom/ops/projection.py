@@ -165,15 +165,15 @@ def bone_plane_conv(
     * dense path: the convolution alone is :math:`B\,O\,P C\,k^2 H W` forward, and twice that
       backward (input and weight gradients);
     * fused forward: :math:`2 B P C k^2 O` (tap products) :math:`+ 2 N k^2 O` (pixels);
-    * fused backward: the tap products again, :math:`4 N k^2 O` (pixels: tap gradients and
-      the mask gradients), and :math:`2 B P C k^2 O` each for the weight and the feature
-      gradients.
+    * fused backward: :math:`4 N k^2 O` (pixels: tap gradients and the mask gradients), and
+      :math:`2 B P C k^2 O` each for the weight and the feature gradients (the forward's tap
+      products and relaid-out weight are kept for it).
 
     The tap products are :math:`HW/2` times cheaper than the dense convolution, the pixel
     terms :math:`C / (2\phi)` times, with :math:`\phi = N / (B P H W)` the lit fraction
     (2-5% in DIR). At DIR's 32x32 stage (B=16, P=40, C=64, O=256, k=3, r=2) the dense
     convolution is 96.6 GMAC forward and 193 GMAC backward; the fused op 0.19 GMAC of tap
-    products plus about 0.1 GMAC of pixel work forward, about 0.8 GMAC backward (the README's
+    products plus about 0.1 GMAC of pixel work forward, about 0.6 GMAC backward (the README's
     benchmark table counts N).
 
     Args:
@@ -190,8 +190,9 @@ def bone_plane_conv(
     Gradients flow to ``joint_uv`` (through the endpoint weights, and through the mask for the
     Gaussian profile), ``joint_feat``, ``weight`` and ``bias``. CPU and CUDA, float32 and
     float64. Scratch memory is ``O(B P H W + B P k^2 O + P C k^2 O)`` (masks, tap products, the
-    weight in the kernel's layout); the CPU backward is a deterministic gather (each output
-    element owned by one task); on CUDA too (no atomics).
+    weight in the kernel's layout; the last two are kept from the forward for the backward); the
+    CPU backward is a deterministic gather (each output element owned by one task); on CUDA too
+    (no atomics).
     """
     ck = Checker("bone_plane_conv")
     height, width = _size(ck, size)

@@ -150,6 +150,11 @@ def test_init_fine_tunes_from_a_checkpoint_or_shipped_weights(tmp_path):
         # the fine-tuned weights' record says where they started: the first run's 4 steps
         record = export_weights(tuned, tmp_path / f"tuned_{source.stem}.pt")
         assert record["steps"] == 1 and record["lr"] == 1e-12 and record["fine_tuned_from"]["steps"] == 4
+    # a fine-tune of a fine-tune's checkpoint names the whole chain
+    again = train(DIR, "tiny", "synthetic", tmp_path / "again", steps=1, lr=1e-12, init=tmp_path / "tuned_last" / "last.pt",
+                  progress=False)
+    origin = export_weights(again, tmp_path / "again.pt")["fine_tuned_from"]
+    assert origin["steps"] == 1 and origin["fine_tuned_from"]["steps"] == 4 and origin["fine_tuned_from"]["lr"] != 1e-12
 
 
 @pytest.mark.parametrize("argv, words", [

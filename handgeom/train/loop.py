@@ -422,16 +422,20 @@ def export_weights(checkpoint: Path, path: Path, half: bool = True, held_out: di
 
 def _origin(init: Path) -> dict:
     """What a fine-tuned run started from: the record of shipped weights (which may name their
-    own origin), or a checkpoint's run settings; just the path when the file is gone."""
+    own origin), or a checkpoint's run settings and, if it was a fine-tune too, its origin; just
+    the path when the file is gone."""
     if not init.is_file():
         return {"path": str(init)}
     state = _read(init, "weights")
     if "record" in state:
         return state["record"]
     final, config = state.get("final") or {}, state.get("config") or {}
-    return {"path": str(init), "preset": state.get("preset"), "steps": state.get("step"),
-            "batch": config.get("batch"), "lr": config.get("lr"), "data": state.get("data"),
-            "train_seconds": final.get("train_seconds")}
+    origin = {"path": str(init), "preset": state.get("preset"), "steps": state.get("step"),
+              "batch": config.get("batch"), "lr": config.get("lr"), "data": state.get("data"),
+              "seed": config.get("seed"), "train_seconds": final.get("train_seconds")}
+    if config.get("init"):
+        origin["fine_tuned_from"] = _origin(Path(config["init"]))
+    return origin
 
 
 def _loss_curve(history: list[dict], path: Path, title: str) -> None:

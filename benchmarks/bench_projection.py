@@ -8,7 +8,8 @@ forward+backward adds on top of its inputs, measured in a child process for each
 
 1. bone_plane_projection: fwd+bwd against DIR's broadcast formulation, with the incoming
    gradient given (contiguous), expanded (the gradient of ``out.sum()``), non-contiguous
-   (channels-last) or fresh (``torch.ones_like(out)`` made in the timed call); and the
+   (channels-last) or fresh (``torch.ones_like(out)`` made in the timed call; its own time is
+   shown too: a fresh output-sized tensor page-faults in, for either formulation); and the
    backward alone against the forward alone.
 2. bone_plane_conv (to O=256 with a 3x3 kernel, DIR's reduction of the 2,560 plane channels):
    fwd+bwd with the gradients of joint_uv, joint_feat, weight and bias, against
@@ -177,6 +178,7 @@ def projection_gradient_layouts(device: str, quick: bool) -> list[dict]:
                 return handgeom.ops.bone_plane_projection(uv, feat, bones, (size, size), radius)
 
         fns["handgeom forward"] = forward_only
+        fns["ones_like"] = lambda: torch.ones_like(out)  # the fresh gradient alone: the caller's share of "fresh"
         for kind in ("given", "expanded", "channels-last"):
             fns[f"handgeom backward {kind}"] = lambda kind=kind: torch.autograd.grad(out, (uv, feat), grads[kind],
                                                                                      retain_graph=True)
@@ -190,12 +192,14 @@ def projection_gradient_layouts(device: str, quick: bool) -> list[dict]:
                 "speedup": times[f"broadcast {kind}"] / times[f"handgeom {kind}"],
                 "forward_ms": forward * 1e3,
                 "backward_ms": times[f"handgeom backward {kind}"] * 1e3 if kind in ("given", "expanded", "channels-last") else None,
+                "gradient_made_ms": times["ones_like"] * 1e3 if kind == "fresh" else None,
             })
     headers = ["config", "incoming gradient", "handgeom fwd+bwd ms", "broadcast fwd+bwd ms", "speedup",
-               "handgeom fwd ms", "handgeom bwd ms", "bwd / fwd"]
+               "handgeom fwd ms", "handgeom bwd ms", "bwd / fwd", "of which ones_like ms"]
     rows = [[r["config"], r["gradient"], f"{r['handgeom_ms']:.1f}", f"{r['reference_ms']:.1f}", f"{r['speedup']:.1f}x",
              f"{r['forward_ms']:.1f}", "-" if r["backward_ms"] is None else f"{r['backward_ms']:.1f}",
-             "-" if r["backward_ms"] is None else f"{r['backward_ms'] / r['forward_ms']:.2f}"] for r in records]
+             "-" if r["backward_ms"] is None else f"{r['backward_ms'] / r['forward_ms']:.2f}",
+             "-" if r["gradient_made_ms"] is None else f"{r['gradient_made_ms']:.1f}"] for r in records]
     print(f"\nbone_plane_projection by incoming gradient, C={CHANNELS}, 40 bone planes, {torch.get_num_threads()} threads")
     print(format_table(headers, rows))
     return records

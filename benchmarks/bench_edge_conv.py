@@ -15,7 +15,7 @@ import sys
 
 import torch
 
-from common import cli, format_table, measure_in_child, median_seconds, peak_rss_bytes
+from common import added_peak_rss_bytes, cli, format_table, measure_in_child, median_seconds
 from handgeom.ops import edge_conv2d
 from handgeom.ops.edge_conv import FFT_FROM_TAPS
 import references as ref
@@ -47,9 +47,7 @@ def forward_backward(variant: str, x, w, b):
 def child(variant: str, batch: int, size: int, kernel: int) -> dict:
     forward_backward(variant, *make_inputs(1, size, kernel))  # one-time setup
     inputs = make_inputs(batch, size, kernel)
-    base = peak_rss_bytes()
-    forward_backward(variant, *inputs)
-    return {"peak_bytes": peak_rss_bytes() - base}
+    return {"peak_bytes": added_peak_rss_bytes(lambda: forward_backward(variant, *inputs))}
 
 
 def run(device: str = "cpu", quick: bool = False) -> list[dict]:

@@ -19,7 +19,7 @@ import sys
 
 import torch
 
-from common import cli, format_table, interleaved_median_seconds, measure_in_child, median_seconds, peak_rss_bytes
+from common import added_peak_rss_bytes, cli, format_table, interleaved_median_seconds, measure_in_child, median_seconds
 from handgeom.hand import HandModel
 from handgeom.models import HandOccupancyNet
 from handgeom.models.occupancy import ConditionedDecoder
@@ -63,9 +63,7 @@ def forward_backward(variant: str, decoder, x, gamma, beta):
 def child(variant: str, hands: int, points: int) -> dict:
     forward_backward(variant, *make_inputs(2, 64))  # one-time setup
     inputs = make_inputs(hands, points)
-    base = peak_rss_bytes()
-    forward_backward(variant, *inputs)
-    return {"peak_bytes": peak_rss_bytes() - base}
+    return {"peak_bytes": added_peak_rss_bytes(lambda: forward_backward(variant, *inputs))}
 
 
 def culling(device: str, quick: bool) -> dict:

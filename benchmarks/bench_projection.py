@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 
 import handgeom
-from common import cli, format_table, interleaved_median_seconds, measure_in_child, median_seconds, peak_rss_bytes
+from common import added_peak_rss_bytes, cli, format_table, interleaved_median_seconds, measure_in_child, median_seconds
 import references as ref
 
 CONFIGS = [  # name, batch, size, radius
@@ -107,9 +107,7 @@ def child(variant: str, batch: int, size: int, radius: float, device: str) -> di
         base = torch.cuda.memory_allocated()
         run_once(inputs)
         return {"peak_bytes": torch.cuda.max_memory_allocated() - base}
-    base = peak_rss_bytes()
-    run_once(inputs)
-    return {"peak_bytes": peak_rss_bytes() - base}
+    return {"peak_bytes": added_peak_rss_bytes(lambda: run_once(inputs))}
 
 
 def run(device: str = "cpu", quick: bool = False) -> list[dict]:
@@ -218,7 +216,7 @@ def conv_macs(batch: int, size: int, lit: int) -> dict:
     dense = batch * O * planes * kk * size * size
     taps = 2 * batch * planes * kk * O
     return {"dense_fwd": dense, "dense_bwd": 2 * dense, "fused_fwd": taps + 2 * lit * kk * O,
-            "fused_bwd": 2 * taps + 4 * lit * kk * O}
+            "fused_bwd": 3 * taps + 4 * lit * kk * O}  # the backward recomputes the taps
 
 
 def conv_records(device: str, quick: bool) -> list[dict]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -48,21 +49,36 @@ def interleaved_median_seconds(fns: dict[str, Callable[[], object]], repeat: int
     return {name: statistics.median(t) for name, t in times.items()}
 
 
-def peak_rss_bytes() -> int:
-    """This process's resident-memory high-water mark. VmHWM, not getrusage's ru_maxrss, which
-    Linux carries over from the parent across fork and exec."""
+def _status_bytes(field: str) -> int:
     with open("/proc/self/status") as status:
         for line in status:
-            if line.startswith("VmHWM:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1]) * 1024  # kB
-    raise RuntimeError("no VmHWM in /proc/self/status (peak memory is measured on Linux only)")
+    raise RuntimeError(f"no {field} in /proc/self/status (peak memory is measured on Linux only)")
+
+
+def added_peak_rss_bytes(fn: Callable[[], object]) -> int:
+    """The peak resident memory fn() adds to what is resident when it starts. The high-water
+    mark (VmHWM) is reset first, so that an earlier peak (a warm-up's weight-sized buffers)
+    cannot hide part of fn's; measure_in_child's glibc settings make freed tensors leave the
+    resident set rather than stay in a heap that fn would reuse unseen."""
+    with open("/proc/self/clear_refs", "w") as clear:
+        clear.write("5")  # VmHWM := VmRSS (Linux >= 4.0)
+    base = _status_bytes("VmRSS")
+    fn()
+    return _status_bytes("VmHWM") - base
+
+
+# glibc's malloc maps every block from 64 KiB on its own and unmaps it on free (a fixed threshold:
+# by default it grows after frees, up to 32 MiB, and such blocks then come from the heap).
+_EXACT_MALLOC = {"MALLOC_MMAP_THRESHOLD_": str(64 << 10)}
 
 
 def measure_in_child(script: Path, *args: str) -> dict:
-    """Runs `python script --child args...` and returns the JSON it prints: peak memory must be
-    measured in a fresh process, where the high-water mark belongs to one variant alone."""
+    """Runs `python script --child args...` and returns the JSON it prints: peak memory is
+    measured in a fresh process (added_peak_rss_bytes), where no other variant's memory lies."""
     out = subprocess.run([sys.executable, str(script), "--child", *args], check=True,
-                         capture_output=True, text=True).stdout
+                         capture_output=True, text=True, env={**os.environ, **_EXACT_MALLOC}).stdout
     return json.loads(out.strip().splitlines()[-1])
 
 

@@ -10,13 +10,10 @@ TORCH_LIBRARY(handgeom, m) {
         "Tensor bones, int height, int width, float radius, str profile, float sigma) "
         "-> (Tensor, Tensor)");
   // The projection convolved with a k x k kernel, without building the planes.
-  // It also returns what its backward reuses: the weight in the kernels' layout and the tap
-  // products (csrc/projection/plane_conv.h).
   m.def("bone_plane_conv(Tensor joint_uv, Tensor joint_feat, Tensor bones, Tensor weight, Tensor? bias, "
-        "int height, int width, float radius, str profile, float sigma) -> (Tensor, Tensor weight_t, Tensor taps)");
+        "int height, int width, float radius, str profile, float sigma) -> Tensor");
   m.def("bone_plane_conv_backward(Tensor grad_out, Tensor joint_uv, Tensor joint_feat, Tensor bones, "
-        "Tensor weight, Tensor weight_t, Tensor taps, int height, int width, float radius, str profile, "
-        "float sigma) -> (Tensor, Tensor, Tensor)");
+        "Tensor weight, int height, int width, float radius, str profile, float sigma) -> (Tensor, Tensor, Tensor)");
 
   // Batched triangle-mesh queries over a per-mesh BVH (csrc/mesh/).
   m.def("mesh_bvh(Tensor verts, Tensor faces, Tensor? order) -> (Tensor order, Tensor tris, Tensor boxes)");

@@ -3,7 +3,6 @@
 #include <c10/core/DeviceGuard.h>
 #include <torch/library.h>
 
-#include <initializer_list>
 #include <string>
 
 #include "common/checks.h"
@@ -24,7 +23,7 @@ at::Tensor validate_weight(const Checker& ck, const at::Tensor& weight, const In
 }
 
 template <ConvDeviceOps (*ops)()>
-std::tuple<at::Tensor, at::Tensor, at::Tensor> conv_op(const at::Tensor& joint_uv, const at::Tensor& joint_feat,
+at::Tensor conv_op(const at::Tensor& joint_uv, const at::Tensor& joint_feat,
                                                        const at::Tensor& bones, const at::Tensor& weight,
                                                        const std::optional<at::Tensor>& bias, int64_t height,
                                                        int64_t width, double radius, const std::string& profile,
@@ -43,32 +42,18 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> conv_op(const at::Tensor& joint_u
   return ops().forward(in.uv, in.feat, in.bones, w, b, in.options);
 }
 
-// weight_t and taps: the forward's second and third outputs, [P, C, k*k, Op] and [P, 2B, k*k*Op].
-at::Tensor validate_saved(const Checker& ck, const at::Tensor& t, const char* name, std::initializer_list<int64_t> shape,
-                          const at::Tensor& joint_uv) {
-  ck.shape(t, name, shape);
-  ck.same_dtype(t, name, joint_uv, "joint_uv");
-  ck.same_device(t, name, joint_uv, "joint_uv");
-  return t.contiguous();
-}
-
 template <ConvDeviceOps (*ops)()>
 std::tuple<at::Tensor, at::Tensor, at::Tensor> conv_backward_op(
     const at::Tensor& grad_out, const at::Tensor& joint_uv, const at::Tensor& joint_feat, const at::Tensor& bones,
-    const at::Tensor& weight, const at::Tensor& weight_t, const at::Tensor& taps, int64_t height, int64_t width,
-    double radius, const std::string& profile, double sigma) {
+    const at::Tensor& weight, int64_t height, int64_t width, double radius, const std::string& profile, double sigma) {
   const Checker ck("bone_plane_conv_backward");
   const Inputs in = validate(ck, joint_uv, joint_feat, bones, height, width, radius, profile, sigma);
   const at::Tensor w = validate_weight(ck, weight, in);
   ck.shape(grad_out, "grad_out", {joint_uv.size(0), weight.size(0), height, width});
   ck.same_dtype(grad_out, "grad_out", joint_uv, "joint_uv");
   ck.same_device(grad_out, "grad_out", joint_uv, "joint_uv");
-  const int64_t B = joint_uv.size(0), P = in.bones.size(0), C = in.feat.size(2), kk = w.size(2) * w.size(3);
-  const int64_t Op = padded_channels(w.size(0));
-  const at::Tensor wt = validate_saved(ck, weight_t, "weight_t", {P, C, kk, Op}, joint_uv);
-  const at::Tensor tp = validate_saved(ck, taps, "taps", {P, 2 * B, kk * Op}, joint_uv);
   const c10::DeviceGuard guard(joint_uv.device());
-  return ops().backward(grad_out, in.uv, in.feat, in.bones, w, wt, tp, in.options);
+  return ops().backward(grad_out, in.uv, in.feat, in.bones, w, in.options);
 }
 
 }  // namespace

@@ -2,6 +2,12 @@
 // plane_conv_cpu.cpp and plane_conv_cuda.cu with their launcher and chunk sizes. The batched
 // matrix products (the per-bone tap products and their gradients) are ATen calls,
 // device-generic; the weight's relayouts are the Transpose body.
+//
+// Both passes walk the bones in groups: per group, the masks are drawn, the weight's slice is
+// relaid out and the tap products formed, in buffers reused from group to group. So beyond its
+// output the forward holds one group's scratch, and the backward recomputes the group's masks
+// and taps (0.2 GMAC at DIR's sizes, a tenth of its time) instead of keeping them all from the
+// forward, which at DIR's 32x32 stage would be 40 MB, more than twice the output.
 #pragma once
 
 #include <ATen/ATen.h>
@@ -15,167 +21,163 @@
 
 namespace handgeom::projection {
 
-// Output channels are padded with zeros to a multiple of kChannelPad on every device, so the
-// layouts the forward returns for its backward (weight_t, taps) have device-independent shapes
-// (handgeom/ops/projection.py's fake kernel builds them too).
+// Output channels are padded with zeros to a multiple of kChannelPad, the largest vector chunk
+// of any launcher.
 constexpr int64_t kChannelPad = 32;
 inline int64_t padded_channels(int64_t O) { return (O + kChannelPad - 1) / kChannelPad * kChannelPad; }
 
 // Chunk sizes of one device. kVec: output channels per vector chunk (divides kChannelPad); kX:
-// output columns per forward task; kTile: the side of a weight-transpose task; kGradBytes: the
-// weight's gradient is formed this many bytes of bones at a time (0: all at once).
-template <int64_t kVec, int64_t kX, int64_t kTile, int64_t kGradBytes>
+// output columns per forward task; kTile: the side of a weight-transpose task; kGroupBytes: the
+// bones are taken in groups of about this many bytes of relaid-out weight.
+template <int64_t kVec, int64_t kX, int64_t kTile, int64_t kGroupBytes>
 struct ConvTiles {
   static_assert(kChannelPad % kVec == 0);
-  static constexpr int64_t vec = kVec, x = kX, tile = kTile, grad_bytes = kGradBytes;
+  static constexpr int64_t vec = kVec, x = kX, tile = kTile, group_bytes = kGroupBytes;
 };
 
-// A large scratch or output tensor, advised for huge pages before its first touch (memory.h):
-// the weight-sized buffers here (24 MB at DIR's sizes) otherwise page-fault in on every call.
-template <typename Launch>
-at::Tensor fresh(const Launch& launch, at::IntArrayRef sizes, const at::TensorOptions& options) {
-  at::Tensor t = at::empty(sizes, options);
-  launch.fresh_output(t);
-  return t;
+// What both passes share: the endpoint features as [P, 2B, C] (row (b, s) of bone p is
+// f[b, bones[p, s]]), the padded output channels and the kernel side.
+struct ConvState {
+  at::Tensor ends;
+  int64_t O, Op, k;
+};
+
+inline ConvState conv_state(const at::Tensor& feat, const at::Tensor& bones, int64_t O, int64_t k) {
+  const int64_t B = feat.size(0), C = feat.size(2), P = bones.size(0);
+  const at::Tensor ends =
+      feat.index_select(1, bones.reshape(-1)).view({B, P, 2, C}).permute({1, 0, 2, 3}).reshape({P, 2 * B, C});
+  return {ends, O, padded_channels(O), k};
 }
 
-// What forward and backward both need: the masks and boxes, the endpoint features as [P, 2B, C]
-// (row (b, s) of bone p is f[b, bones[p, s]]), the weight as wt [P, C, k*k, Op] (output channel
-// last, zero-padded) and the tap products [P, B, 2, k*k, Op]. The forward computes wt and taps;
-// the backward gets them back from it.
-struct ConvState {
-  at::Tensor masks, boxes, ends, wt, taps;
-  int64_t O, Op, k;
+// One group's scratch, handed to the visitor of for_each_bone_group.
+struct BoneGroup {
+  int64_t p0, n;           // bones [p0, p0 + n)
+  at::Tensor masks, boxes;  // [B, n, H, W, 2], [B, n, 4]
+  at::Tensor wt;            // the group's weight relaid out, [n, C, k*k*Op]: weight[o, (p0 + i) C k^2 + r] -> wt[i, r, o]
+  at::Tensor taps;          // its tap products, [n, 2B, k*k*Op] = [n, 2B, C] x wt
 };
 
 template <typename T>
 ConvProblem<T> make_conv_problem(const at::Tensor& uv, const at::Tensor& feat, const at::Tensor& bones,
-                                 const Options& o, const ConvState& st) {
-  return {make_problem<T>(uv, feat, bones, o), st.O, st.Op, st.k};
+                                 const Options& o, const ConvState& st, const BoneGroup& g) {
+  return {make_problem<T>(uv, feat, bones, o), st.O, st.Op, st.k, g.p0, g.n};
 }
 
-// The state without wt and taps: masks, boxes and endpoint features, for O outputs and a k x k kernel.
-template <typename Launch>
-ConvState conv_state(const at::Tensor& uv, const at::Tensor& feat, const at::Tensor& bones, int64_t O, int64_t k,
-                     const Options& o, const Launch& launch) {
-  const int64_t B = uv.size(0), C = feat.size(2), P = bones.size(0);
-  ConvState st;
-  st.O = O;
-  st.Op = padded_channels(O);
-  st.k = k;
-  st.ends = feat.index_select(1, bones.reshape(-1)).view({B, P, 2, C}).permute({1, 0, 2, 3}).reshape({P, 2 * B, C});
-  st.masks = at::empty({B, P, o.height, o.width, 2}, uv.options());
-  st.boxes = at::empty({B, P, 4}, uv.options().dtype(at::kLong));
-  AT_DISPATCH_FLOATING_TYPES(uv.scalar_type(), "bone_plane_conv_masks", [&] {
-    const auto cp = make_conv_problem<scalar_t>(uv, feat, bones, o, st);
-    launch(B * P * o.height, BoneMasks<scalar_t>{cp.pr, st.masks.data_ptr<scalar_t>(), st.boxes.data_ptr<int64_t>()}, 8);
-  });
-  return st;
-}
-
-// Forward: the weight relaid out (validated [O, P*C, k, k] -> wt), the tap products as one
-// batched matrix product over the bones, [P, 2B, C] x [P, C, k*k*Op], left to the BLAS (cuBLAS
-// on CUDA), then the pixels. Returns (out, wt, taps).
-template <typename Tiles, typename Launch>
-std::tuple<at::Tensor, at::Tensor, at::Tensor> conv_forward(const at::Tensor& uv, const at::Tensor& feat,
-                                                            const at::Tensor& bones, const at::Tensor& weight,
-                                                            const at::Tensor& bias, const Options& o,
-                                                            const Launch& launch) {
-  const int64_t B = uv.size(0), C = feat.size(2), P = bones.size(0), O = weight.size(0), k = weight.size(2);
-  ConvState st = conv_state(uv, feat, bones, O, k, o, launch);
-  const int64_t kk = k * k, rows = P * C * kk;
-  st.wt = fresh(launch, {P, C, kk, st.Op}, weight.options());
-  st.taps = fresh(launch, {P, 2 * B, kk * st.Op}, uv.options());
-  at::Tensor out = at::empty({B, O, o.height, o.width}, uv.options());
-  AT_DISPATCH_FLOATING_TYPES(uv.scalar_type(), "bone_plane_conv_weight", [&] {
-    const Transpose<scalar_t, Tiles::tile> wt{weight.const_data_ptr<scalar_t>(), O, rows, st.wt.data_ptr<scalar_t>(),
-                                              rows, st.Op, st.Op};
-    launch(wt.tasks(), wt);
-  });
-  if (rows == 0) {  // a convolution over no input channels: the bias
-    st.taps.zero_();
-    if (bias.defined()) out.copy_(bias.view({1, O, 1, 1}).expand_as(out));
-    else out.zero_();
-    return {out, st.wt, st.taps};
+// Calls visit(group) for consecutive groups of bones (P > 0, C > 0); the buffers are reused,
+// and visit may overwrite group.wt once it is done with it. The tap products are one batched
+// matrix product, left to the BLAS (cuBLAS on CUDA).
+template <typename Tiles, typename Launch, typename Visit>
+void for_each_bone_group(const at::Tensor& uv, const at::Tensor& feat, const at::Tensor& bones,
+                         const at::Tensor& weight, const Options& o, const ConvState& st, const Launch& launch,
+                         const Visit& visit) {
+  const int64_t B = uv.size(0), P = bones.size(0), C = feat.size(2), kk = st.k * st.k, cols = P * C * kk;
+  const int64_t bone_bytes = C * kk * st.Op * int64_t(weight.element_size());
+  const int64_t size = std::clamp<int64_t>(Tiles::group_bytes / bone_bytes, 1, P);
+  const int64_t pixels = o.height * o.width;
+  const at::Tensor masks = at::empty({B * size * pixels * 2}, uv.options());
+  const at::Tensor boxes = at::empty({B * size * 4}, uv.options().dtype(at::kLong));
+  const at::Tensor wt = at::empty({size, C, kk * st.Op}, uv.options());
+  const at::Tensor taps = at::empty({size, 2 * B, kk * st.Op}, uv.options());
+  for (int64_t p0 = 0; p0 < P; p0 += size) {
+    const int64_t n = std::min(size, P - p0);
+    BoneGroup g{p0, n, masks.narrow(0, 0, B * n * pixels * 2).view({B, n, o.height, o.width, 2}),
+                boxes.narrow(0, 0, B * n * 4).view({B, n, 4}), wt.narrow(0, 0, n), taps.narrow(0, 0, n)};
+    AT_DISPATCH_FLOATING_TYPES(uv.scalar_type(), "bone_plane_conv_group", [&] {
+      const auto cp = make_conv_problem<scalar_t>(uv, feat, bones, o, st, g);
+      launch(B * n * o.height, BoneMasks<scalar_t>{cp, g.masks.data_ptr<scalar_t>(), g.boxes.data_ptr<int64_t>()}, 8);
+      const Transpose<scalar_t, Tiles::tile> relayout{weight.const_data_ptr<scalar_t>() + p0 * C * kk, st.O, cols,
+                                                      g.wt.data_ptr<scalar_t>(), n * C * kk, st.Op, st.Op};
+      launch(relayout.tasks(), relayout);
+    });
+    at::bmm_out(g.taps, st.ends.narrow(0, p0, n), g.wt);
+    visit(g);
   }
-  at::bmm_out(st.taps, st.ends, st.wt.view({P, C, kk * st.Op}));
-  AT_DISPATCH_FLOATING_TYPES(uv.scalar_type(), "bone_plane_conv", [&] {
-    const auto cp = make_conv_problem<scalar_t>(uv, feat, bones, o, st);
-    const ConvForward<scalar_t, Tiles::x, Tiles::vec> body{
-        cp, st.masks.const_data_ptr<scalar_t>(), st.boxes.const_data_ptr<int64_t>(), st.taps.const_data_ptr<scalar_t>(),
-        bias.defined() ? bias.const_data_ptr<scalar_t>() : nullptr, out.data_ptr<scalar_t>()};
-    launch(body.tasks(), body);
-  });
-  return {out, st.wt, st.taps};
 }
 
-// wt and taps are the forward's (validated). grad_out may have any strides; it is copied only
-// when its channels are not the innermost dimension (a channels-last gradient is read in place).
-// The pixels give the taps' gradients gtaps (and the joint positions' share); the weight's and
-// the endpoint features' gradients are then batched matrix products with them, as the taps are
-// in the forward.
+// Forward: out filled with the bias, then each group of bones adds its pixels' taps.
+template <typename Tiles, typename Launch>
+at::Tensor conv_forward(const at::Tensor& uv, const at::Tensor& feat, const at::Tensor& bones,
+                        const at::Tensor& weight, const at::Tensor& bias, const Options& o, const Launch& launch) {
+  const int64_t B = uv.size(0), C = feat.size(2), P = bones.size(0), O = weight.size(0);
+  at::Tensor out = at::empty({B, O, o.height, o.width}, uv.options());
+  if (bias.defined()) out.copy_(bias.view({1, O, 1, 1}).expand_as(out));
+  else out.zero_();
+  if (out.numel() == 0 || P * C == 0) return out;  // no input channels: the bias alone
+  const ConvState st = conv_state(feat, bones, O, weight.size(2));
+  for_each_bone_group<Tiles>(uv, feat, bones, weight, o, st, launch, [&](const BoneGroup& g) {
+    AT_DISPATCH_FLOATING_TYPES(uv.scalar_type(), "bone_plane_conv", [&] {
+      const ConvForward<scalar_t, Tiles::x, Tiles::vec> body{make_conv_problem<scalar_t>(uv, feat, bones, o, st, g),
+                                                             g.masks.const_data_ptr<scalar_t>(),
+                                                             g.boxes.const_data_ptr<int64_t>(),
+                                                             g.taps.const_data_ptr<scalar_t>(), out.data_ptr<scalar_t>()};
+      launch(body.tasks(), body);
+    });
+  });
+  return out;
+}
+
+// grad_out may have any strides; it is copied only when its channels are not the innermost
+// dimension (a channels-last gradient is read in place). Per group of bones, the pixels give
+// the taps' gradients gtaps (and the joint positions' share); the endpoint features' and the
+// weight's gradients are then batched matrix products with them, as the taps are in the
+// forward (the weight's gradient rows reuse the group's wt buffer once the features' product
+// has read it).
 template <typename Tiles, typename Launch>
 std::tuple<at::Tensor, at::Tensor, at::Tensor> conv_backward(const at::Tensor& grad_out, const at::Tensor& uv,
                                                              const at::Tensor& feat, const at::Tensor& bones,
-                                                             const at::Tensor& weight, const at::Tensor& wt,
-                                                             const at::Tensor& taps, const Options& o,
+                                                             const at::Tensor& weight, const Options& o,
                                                              const Launch& launch) {
   const int64_t B = uv.size(0), J = uv.size(1), C = feat.size(2), P = bones.size(0);
   at::Tensor grad_uv = at::zeros_like(uv), grad_feat = at::zeros_like(feat);
   if (grad_out.numel() == 0 || B * P * C == 0)
     return {grad_uv, grad_feat, at::zeros_like(weight, at::MemoryFormat::Contiguous)};
-  ConvState st = conv_state(uv, feat, bones, weight.size(0), weight.size(2), o, launch);
-  st.wt = wt;
-  st.taps = taps;
-  const int64_t kk = st.k * st.k, rows = P * C * kk, n_oc = st.Op / Tiles::vec;
+  const ConvState st = conv_state(feat, bones, weight.size(0), weight.size(2));
+  const int64_t kk = st.k * st.k, cols = P * C * kk, n_oc = st.Op / Tiles::vec;
   const at::Tensor g = grad_out.stride(1) == 1 ? grad_out : grad_out.contiguous(at::MemoryFormat::ChannelsLast);
-  at::Tensor gtaps = fresh(launch, {P, 2 * B, kk * st.Op}, uv.options());
+  at::Tensor gtaps_buf;  // allocated for the first group, the largest
   at::Tensor geom_partial = at::empty({B, P, n_oc, 4}, uv.options());
-  AT_DISPATCH_FLOATING_TYPES(uv.scalar_type(), "bone_plane_conv_backward", [&] {
-    const auto cp = make_conv_problem<scalar_t>(uv, feat, bones, o, st);
-    const ConvBackwardBone<scalar_t, Tiles::vec> bone{
-        cp, st.masks.const_data_ptr<scalar_t>(), st.boxes.const_data_ptr<int64_t>(), st.taps.const_data_ptr<scalar_t>(),
-        g.const_data_ptr<scalar_t>(), g.stride(0), g.stride(1), g.stride(2), g.stride(3),
-        gtaps.data_ptr<scalar_t>(), geom_partial.data_ptr<scalar_t>()};
-    launch(B * P * n_oc, bone);
-  });
-  // Per chunk of bones, [p, C, 2B] x [p, 2B, k*k*Op] -> [p*C*k*k, Op], transposed into the
-  // weight's layout. On the CPU the chunk's buffer is reused, cache-sized: a fresh weight-sized
-  // one would page-fault in on every call, which costs more than the product.
-  at::Tensor grad_weight = fresh(launch, weight.sizes(), weight.options());
-  const int64_t bone_bytes = C * kk * st.Op * int64_t(uv.element_size());
-  const int64_t chunk = Tiles::grad_bytes ? std::clamp<int64_t>(Tiles::grad_bytes / bone_bytes, 1, P) : P;
-  at::Tensor gw_rows = at::empty({chunk, C, kk * st.Op}, uv.options());
-  for (int64_t p0 = 0; p0 < P; p0 += chunk) {
-    const int64_t n = std::min(chunk, P - p0);
-    at::Tensor rows_out = gw_rows.narrow(0, 0, n);
-    at::bmm_out(rows_out, st.ends.narrow(0, p0, n).transpose(1, 2), gtaps.narrow(0, p0, n));
+  at::Tensor feat_partial = at::empty({P, 2 * B, C}, uv.options());
+  at::Tensor grad_weight = at::empty(weight.sizes(), weight.options());
+  launch.fresh_output(grad_weight);
+  for_each_bone_group<Tiles>(uv, feat, bones, weight, o, st, launch, [&](const BoneGroup& grp) {
+    if (!gtaps_buf.defined()) gtaps_buf = at::empty_like(grp.taps);
+    at::Tensor gtaps = gtaps_buf.narrow(0, 0, grp.n);
+    AT_DISPATCH_FLOATING_TYPES(uv.scalar_type(), "bone_plane_conv_backward", [&] {
+      const ConvBackwardBone<scalar_t, Tiles::vec> body{
+          make_conv_problem<scalar_t>(uv, feat, bones, o, st, grp), grp.masks.const_data_ptr<scalar_t>(),
+          grp.boxes.const_data_ptr<int64_t>(), grp.taps.const_data_ptr<scalar_t>(), g.const_data_ptr<scalar_t>(),
+          g.stride(0), g.stride(1), g.stride(2), g.stride(3), gtaps.data_ptr<scalar_t>(),
+          geom_partial.data_ptr<scalar_t>()};
+      launch(body.tasks(), body);
+    });
+    // [n, 2B, k*k*Op] x [n, k*k*Op, C] -> the group's endpoint features' share
+    at::Tensor fp = feat_partial.narrow(0, grp.p0, grp.n);
+    at::bmm_out(fp, gtaps, grp.wt.transpose(1, 2));
+    // [n, C, 2B] x [n, 2B, k*k*Op] -> [n*C*k*k, Op], transposed into the weight's layout
+    at::Tensor gw_rows = grp.wt;
+    at::bmm_out(gw_rows, st.ends.narrow(0, grp.p0, grp.n).transpose(1, 2), gtaps);
     AT_DISPATCH_FLOATING_TYPES(uv.scalar_type(), "bone_plane_conv_weight_grad", [&] {
-      const Transpose<scalar_t, Tiles::tile> gw{gw_rows.const_data_ptr<scalar_t>(), n * C * kk, st.Op,
-                                                grad_weight.data_ptr<scalar_t>() + p0 * C * kk, st.O, n * C * kk, rows};
+      const int64_t rows = grp.n * C * kk;
+      const Transpose<scalar_t, Tiles::tile> gw{gw_rows.const_data_ptr<scalar_t>(), rows, st.Op,
+                                                grad_weight.data_ptr<scalar_t>() + grp.p0 * C * kk, st.O, rows, cols};
       launch(gw.tasks(), gw);
     });
-  }
-  // [P, 2B, k*k*Op] x [P, k*k*Op, C] -> the endpoints' share [B, P, 2, C], gathered per joint
-  const at::Tensor feat_partial = at::bmm(gtaps, st.wt.view({P, C, kk * st.Op}).transpose(1, 2))
-                                      .view({P, B, 2, C})
-                                      .permute({1, 0, 2, 3})
-                                      .contiguous();
+  });
+  const at::Tensor feat_by_sample = feat_partial.view({P, B, 2, C}).permute({1, 0, 2, 3}).contiguous();
   AT_DISPATCH_FLOATING_TYPES(uv.scalar_type(), "bone_plane_conv_gather", [&] {
-    const auto cp = make_conv_problem<scalar_t>(uv, feat, bones, o, st);
     launch(B * J * (C + 2),
-           GatherJoints<scalar_t>{cp.pr, feat_partial.const_data_ptr<scalar_t>(), geom_partial.const_data_ptr<scalar_t>(),
-                                  n_oc, grad_uv.data_ptr<scalar_t>(), grad_feat.data_ptr<scalar_t>()});
+           GatherJoints<scalar_t>{make_problem<scalar_t>(uv, feat, bones, o), feat_by_sample.const_data_ptr<scalar_t>(),
+                                  geom_partial.const_data_ptr<scalar_t>(), n_oc, grad_uv.data_ptr<scalar_t>(),
+                                  grad_feat.data_ptr<scalar_t>()});
   });
   return {grad_uv, grad_feat, grad_weight};
 }
 
 struct ConvDeviceOps {
-  std::tuple<at::Tensor, at::Tensor, at::Tensor> (*forward)(const at::Tensor&, const at::Tensor&, const at::Tensor&,
-                                                            const at::Tensor&, const at::Tensor&, const Options&);
+  at::Tensor (*forward)(const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&,
+                        const Options&);
   std::tuple<at::Tensor, at::Tensor, at::Tensor> (*backward)(const at::Tensor&, const at::Tensor&, const at::Tensor&,
-                                                             const at::Tensor&, const at::Tensor&, const at::Tensor&,
-                                                             const at::Tensor&, const Options&);
+                                                             const at::Tensor&, const at::Tensor&, const Options&);
 };
 
 template <typename Tiles, typename Launch>
@@ -184,9 +186,7 @@ ConvDeviceOps make_conv_device_ops() {
       [](const at::Tensor& uv, const at::Tensor& feat, const at::Tensor& bones, const at::Tensor& weight,
          const at::Tensor& bias, const Options& o) { return conv_forward<Tiles>(uv, feat, bones, weight, bias, o, Launch{}); },
       [](const at::Tensor& g, const at::Tensor& uv, const at::Tensor& feat, const at::Tensor& bones,
-         const at::Tensor& weight, const at::Tensor& wt, const at::Tensor& taps, const Options& o) {
-        return conv_backward<Tiles>(g, uv, feat, bones, weight, wt, taps, o, Launch{});
-      },
+         const at::Tensor& weight, const Options& o) { return conv_backward<Tiles>(g, uv, feat, bones, weight, o, Launch{}); },
   };
 }
 

@@ -8,10 +8,11 @@
 //
 // The tap products A, B and, in the backward, the weight's and the features' gradients from the
 // taps' gradients are batched matrix products per bone, left to the BLAS (plane_conv.h); the
-// kernels here are the per-pixel work. Layouts (O padded to Op, a multiple of the launcher's
-// vector chunk, with zeros):
-//   masks [B, P, H, W, 2] (ma, mb)      boxes [B, P, 4] (i0, i1, j0, j1)
-//   taps  [P, B, 2, k*k, Op]  A and B      gtaps: their gradients, same layout
+// kernels here are the per-pixel work. The host runs them on a group of bones at a time, so
+// that the tap products and the weight's relayout exist for one group only. Layouts (O padded
+// to Op, a multiple of the launcher's vector chunk, with zeros):
+//   masks [B, n, H, W, 2] (ma, mb) and boxes [B, n, 4] (i0, i1, j0, j1) of a group of n bones
+//   taps  [n, B, 2, k*k, Op]  their A and B      gtaps: their gradients, same layout
 #pragma once
 
 #include "projection/projection_kernels.h"
@@ -22,6 +23,7 @@ template <typename T>
 struct ConvProblem {
   Problem<T> pr;
   int64_t O, Op, k;  // output channels, padded, kernel side (odd)
+  int64_t p0, n;     // the group of bones [p0, p0 + n) a launch covers (masks, boxes, taps hold those)
 
   HG_HOST_DEVICE int64_t taps() const { return k * k; }
   HG_HOST_DEVICE int64_t half() const { return k / 2; }
@@ -63,28 +65,29 @@ struct Transpose {
   }
 };
 
-// One task per (batch, bone, row): the row's ma, mb (0 outside the mask), exactly as the
-// projection's forward computes them; the row-0 task also writes the bone's box. Compiled for
-// the baseline ISA like ForwardTile, so both ops light the same pixels with the same weights.
+// One task per (batch, bone of the group, row): the row's ma, mb (0 outside the mask), exactly
+// as the projection's forward computes them; the row-0 task also writes the bone's box. Compiled
+// for the baseline ISA like ForwardTile, so both ops light the same pixels with the same weights.
 template <typename T>
 struct BoneMasks {
-  Problem<T> pr;
+  ConvProblem<T> cp;
   T* masks;
   int64_t* boxes;
 
   HG_HOST_DEVICE void operator()(int64_t task) const {
-    const int64_t i = task % pr.H, bp = task / pr.H, p = bp % pr.P, b = bp / pr.P;
+    const Problem<T>& pr = cp.pr;
+    const int64_t i = task % pr.H, bg = task / pr.H, p = cp.p0 + bg % cp.n, b = bg / cp.n;
     const int64_t ja = pr.bones[2 * p], jb = pr.bones[2 * p + 1];
     const Vec2<T> a = pr.joint_px(b, ja), bb = pr.joint_px(b, jb);
     const PixelBox box = bone_box(pr, a, bb);
     if (i == 0) {
-      int64_t* bx = boxes + bp * 4;
+      int64_t* bx = boxes + bg * 4;
       bx[0] = box.i0;
       bx[1] = box.i1;
       bx[2] = box.j0;
       bx[3] = box.j1;
     }
-    T* row = masks + (bp * pr.H + i) * pr.W * 2;
+    T* row = masks + (bg * pr.H + i) * pr.W * 2;
     const bool in_rows = i >= box.i0 && i < box.i1;
     for (int64_t j = 0; j < pr.W; ++j) {
       T ma = T(0), mb = T(0);
@@ -102,17 +105,18 @@ struct BoneMasks {
 };
 
 // Forward, one task per (batch, chunk of kO output channels, row, tile of kX columns): each
-// output element is written once, by its task; per bone whose box (grown by h) reaches the
-// tile, per tap, each lit source pixel adds ma A + mb B. The CPU takes 8 x 32 tiles, CUDA
-// single elements (x fastest across threads: a warp's stores are contiguous).
+// output element has one writer per launch; per bone of the group whose box (grown by h)
+// reaches the tile, per tap, each lit source pixel adds ma A + mb B, and the sum is added to
+// out (which the host fills with the bias first). A tile no bone reaches is not touched. The
+// CPU takes 8 x 32 tiles, CUDA single elements (x fastest across threads: a warp's stores are
+// contiguous).
 template <typename T, int64_t kX, int64_t kO>
 struct ConvForward {
   ConvProblem<T> cp;
   const T* masks;
   const int64_t* boxes;
   const T* taps;
-  const T* bias;  // [O] or null
-  T* out;         // [B, O, H, W]
+  T* out;  // [B, O, H, W], accumulated into
 
   HG_HOST_DEVICE int64_t x_tiles() const { return (cp.pr.W + kX - 1) / kX; }
   HG_HOST_DEVICE int64_t tasks() const { return cp.pr.B * (cp.Op / kO) * cp.pr.H * x_tiles(); }
@@ -126,13 +130,15 @@ struct ConvForward {
     T acc[kX][kO];
     for (int64_t xi = 0; xi < kX; ++xi)
       for (int64_t o = 0; o < kO; ++o) acc[xi][o] = T(0);
-    for (int64_t p = 0; p < pr.P; ++p) {
-      const int64_t bp = b * pr.P + p;
-      const int64_t* bx = boxes + bp * 4;
+    bool reached = false;
+    for (int64_t pg = 0; pg < cp.n; ++pg) {
+      const int64_t bg = b * cp.n + pg;
+      const int64_t* bx = boxes + bg * 4;
       const int64_t i0 = bx[0], i1 = bx[1], j0 = bx[2], j1 = bx[3];
       if (y + h < i0 || y - h >= i1 || x0 + nx - 1 + h < j0 || x0 - h >= j1) continue;
-      const T* mp = masks + bp * pr.H * pr.W * 2;
-      const T* tp = taps + (p * pr.B + b) * 2 * kk * cp.Op + o0;
+      reached = true;
+      const T* mp = masks + bg * pr.H * pr.W * 2;
+      const T* tp = taps + (pg * pr.B + b) * 2 * kk * cp.Op + o0;
       for (int64_t dy = 0; dy < cp.k; ++dy) {
         const int64_t sy = y + dy - h;
         if (sy < i0 || sy >= i1) continue;
@@ -150,17 +156,17 @@ struct ConvForward {
         }
       }
     }
+    if (!reached) return;
     const int64_t no = hg_min(kO, cp.O - o0);
     for (int64_t o = 0; o < no; ++o) {
-      const T bo = bias ? bias[o0 + o] : T(0);
       T* dst = out + ((b * cp.O + o0 + o) * pr.H + y) * pr.W + x0;
-      for (int64_t xi = 0; xi < nx; ++xi) dst[xi] = acc[xi][o] + bo;
+      for (int64_t xi = 0; xi < nx; ++xi) dst[xi] += acc[xi][o];
     }
   }
 };
 
-// Backward through the pixels, one task per (batch, bone, chunk of kO output channels): over the
-// bone's lit pixels s and taps t with q = s - d_t in the image,
+// Backward through the pixels, one task per (batch, bone of the group, chunk of kO output
+// channels): over the bone's lit pixels s and taps t with q = s - d_t in the image,
 //   gtaps[b,p,0,t,o] = sum_s ma(s) g[o,q],  gtaps[b,p,1,t,o] = sum_s mb(s) g[o,q],
 // and per pixel the tap sums sa = sum_{t,o} A[t,o] g[o,q], sb likewise (dL/d ma, dL/d mb), which
 // give the chunk's share of the joint-position gradient (add_geometry_grad). g is read through
@@ -173,21 +179,23 @@ struct ConvBackwardBone {
   const T* taps;
   const T* grad_out;  // [B, O, H, W] with strides (sB, sO, sH, sW)
   int64_t sB, sO, sH, sW;
-  T* gtaps;         // written whole (chunk by chunk) by its tasks
+  T* gtaps;         // the group's, written whole (chunk by chunk) by its tasks
   T* geom_partial;  // [B, P, Op / kO, 4]
 
   HG_HOST_DEVICE int64_t chunks() const { return cp.Op / kO; }
+  HG_HOST_DEVICE int64_t tasks() const { return cp.pr.B * cp.n * chunks(); }
 
   HG_CPU_CLONES HG_HOST_DEVICE void operator()(int64_t task) const {
     const Problem<T>& pr = cp.pr;
     const int64_t n_oc = chunks(), kk = cp.taps(), h = cp.half();
-    const int64_t oc = task % n_oc, bp = task / n_oc, p = bp % pr.P, b = bp / pr.P, o0 = oc * kO;
+    const int64_t oc = task % n_oc, r = task / n_oc, pg = r % cp.n, b = r / cp.n, o0 = oc * kO;
+    const int64_t p = cp.p0 + pg, bg = b * cp.n + pg;
     const bool full = o0 + kO <= cp.O;  // no padded channel in the chunk
-    const int64_t* bx = boxes + bp * 4;
-    const T* mp = masks + bp * pr.H * pr.W * 2;
-    const T* ta = taps + (p * pr.B + b) * 2 * kk * cp.Op + o0;
+    const int64_t* bx = boxes + bg * 4;
+    const T* mp = masks + bg * pr.H * pr.W * 2;
+    const T* ta = taps + (pg * pr.B + b) * 2 * kk * cp.Op + o0;
     const T* tb = ta + kk * cp.Op;
-    T* ga = gtaps + (p * pr.B + b) * 2 * kk * cp.Op + o0;
+    T* ga = gtaps + (pg * pr.B + b) * 2 * kk * cp.Op + o0;
     T* gb = ga + kk * cp.Op;
     for (int64_t t = 0; t < kk; ++t)
       for (int64_t o = 0; o < kO; ++o) ga[t * cp.Op + o] = gb[t * cp.Op + o] = T(0);
@@ -232,7 +240,7 @@ struct ConvBackwardBone {
         if (geo.m > T(0)) add_geometry_grad(pr, geo, sa, sb, grad_a, grad_b);
       }
     }
-    T* geom = geom_partial + (bp * n_oc + oc) * 4;
+    T* geom = geom_partial + ((b * pr.P + p) * n_oc + oc) * 4;
     geom[0] = grad_a.x;
     geom[1] = grad_a.y;
     geom[2] = grad_b.x;

@@ -166,14 +166,14 @@ def bone_plane_conv(
       backward (input and weight gradients);
     * fused forward: :math:`2 B P C k^2 O` (tap products) :math:`+ 2 N k^2 O` (pixels);
     * fused backward: :math:`4 N k^2 O` (pixels: tap gradients and the mask gradients), and
-      :math:`2 B P C k^2 O` each for the weight and the feature gradients (the forward's tap
-      products and relaid-out weight are kept for it).
+      :math:`2 B P C k^2 O` each for the tap products (recomputed rather than kept from the
+      forward), the weight's and the features' gradients.
 
     The tap products are :math:`HW/2` times cheaper than the dense convolution, the pixel
     terms :math:`C / (2\phi)` times, with :math:`\phi = N / (B P H W)` the lit fraction
     (2-5% in DIR). At DIR's 32x32 stage (B=16, P=40, C=64, O=256, k=3, r=2) the dense
     convolution is 96.6 GMAC forward and 193 GMAC backward; the fused op 0.19 GMAC of tap
-    products plus about 0.1 GMAC of pixel work forward, about 0.6 GMAC backward (the README's
+    products plus about 0.1 GMAC of pixel work forward, about 0.7 GMAC backward (the README's
     benchmark table counts N).
 
     Args:
@@ -189,10 +189,11 @@ def bone_plane_conv(
 
     Gradients flow to ``joint_uv`` (through the endpoint weights, and through the mask for the
     Gaussian profile), ``joint_feat``, ``weight`` and ``bias``. CPU and CUDA, float32 and
-    float64. Scratch memory is ``O(B P H W + B P k^2 O + P C k^2 O)`` (masks, tap products, the
-    weight in the kernel's layout; the last two are kept from the forward for the backward); the
-    CPU backward is a deterministic gather (each output element owned by one task); on CUDA too
-    (no atomics).
+    float64. Beyond the output (and the weight's gradient), scratch memory is the masks,
+    ``O(B P H W)``, and one group of bones' tap products and relaid-out weight: both passes
+    take the bones a few at a time (4 MiB of weight on the CPU), and nothing but the inputs is
+    kept from the forward for the backward. The backward is a deterministic gather (each
+    output element owned by one task), on CUDA too (no atomics).
     """
     ck = Checker("bone_plane_conv")
     height, width = _size(ck, size)
@@ -203,14 +204,8 @@ def bone_plane_conv(
         ck.tensor(bias, "bias", (None,))
     radius = ck.real(radius, "radius")
     sigma = radius if sigma is None else ck.real(sigma, "sigma")
-    out, _, _ = torch.ops.handgeom.bone_plane_conv(joint_uv, joint_feat, bones, weight, bias, height, width, radius,
-                                                   profile, sigma)
-    return out
-
-
-# Output channels are padded to a multiple of this in the layouts the forward hands to its
-# backward (kChannelPad in csrc/projection/plane_conv.h).
-_CONV_CHANNEL_PAD = 32
+    return torch.ops.handgeom.bone_plane_conv(joint_uv, joint_feat, bones, weight, bias, height, width, radius, profile,
+                                              sigma)
 
 
 @torch.library.register_fake("handgeom::bone_plane_conv")
@@ -219,14 +214,9 @@ def _conv_fake(joint_uv, joint_feat, bones, weight, bias, height, width, radius,
     ck = Checker("bone_plane_conv")
     planes = bones.shape[0] * joint_feat.shape[2]
     _check_weight_fake(ck, weight, planes, joint_uv)
-    out_channels, taps = weight.shape[0], weight.shape[2] * weight.shape[3]
     if bias is not None:
-        ck.tensor(bias, "bias", (out_channels,), like=joint_uv)
-    padded = -(-out_channels // _CONV_CHANNEL_PAD) * _CONV_CHANNEL_PAD
-    bone_count = bones.shape[0]
-    return (joint_uv.new_empty((joint_uv.shape[0], out_channels, height, width)),
-            joint_uv.new_empty((bone_count, joint_feat.shape[2], taps, padded)),
-            joint_uv.new_empty((bone_count, 2 * joint_uv.shape[0], taps * padded)))
+        ck.tensor(bias, "bias", (weight.shape[0],), like=joint_uv)
+    return joint_uv.new_empty((joint_uv.shape[0], weight.shape[0], height, width))
 
 
 def _check_weight_fake(ck: Checker, weight, planes: int, joint_uv) -> None:
@@ -236,27 +226,21 @@ def _check_weight_fake(ck: Checker, weight, planes: int, joint_uv) -> None:
 
 
 @torch.library.register_fake("handgeom::bone_plane_conv_backward")
-def _conv_backward_fake(grad_out, joint_uv, joint_feat, bones, weight, weight_t, taps, height, width, radius, profile,
-                        sigma):
+def _conv_backward_fake(grad_out, joint_uv, joint_feat, bones, weight, height, width, radius, profile, sigma):
     return torch.empty_like(joint_uv), torch.empty_like(joint_feat), torch.empty_like(weight,
                                                                                        memory_format=torch.contiguous_format)
 
 
 def _conv_setup_context(ctx, inputs, output):
     joint_uv, joint_feat, bones, weight, bias, *ctx.options = inputs
-    _, weight_t, taps = output  # the weight relaid out and the tap products, reused by the backward
-    ctx.mark_non_differentiable(weight_t, taps)
-    ctx.set_materialize_grads(False)  # else autograd fills weight_t-sized zeros (24 MB in DIR) for the backward
     ctx.has_bias = bias is not None
-    ctx.save_for_backward(joint_uv, joint_feat, bones, weight, weight_t, taps)
+    ctx.save_for_backward(joint_uv, joint_feat, bones, weight)
 
 
-def _conv_backward(ctx, grad_out, _grad_weight_t, _grad_taps):
-    if grad_out is None:  # grads are not materialized; gradcheck checks this case
-        return (None,) * 10
-    joint_uv, joint_feat, bones, weight, weight_t, taps = ctx.saved_tensors
+def _conv_backward(ctx, grad_out):
+    joint_uv, joint_feat, bones, weight = ctx.saved_tensors
     grad_uv, grad_feat, grad_weight = torch.ops.handgeom.bone_plane_conv_backward(
-        grad_out, joint_uv, joint_feat, bones, weight, weight_t, taps, *ctx.options
+        grad_out, joint_uv, joint_feat, bones, weight, *ctx.options
     )
     grad_bias = grad_out.sum((0, 2, 3)) if ctx.has_bias else None
     return grad_uv, grad_feat, None, grad_weight, grad_bias, None, None, None, None, None

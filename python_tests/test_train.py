@@ -64,11 +64,15 @@ def test_resume_gives_the_same_weights(tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         train(DIR, "tiny", "synthetic", tmp_path / "b", progress=False)
     monkeypatch.setattr(loop, "_save", save)
+    seconds_at_2 = torch.load(tmp_path / "b" / loop.CHECKPOINT, weights_only=False)["seconds"]
     resumed = train(DIR, "tiny", "synthetic", tmp_path / "b", resume=True, progress=False)
     a, b = weights(straight), weights(resumed)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     log = [json.loads(line) for line in (tmp_path / "b" / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log if "loss" in r] == [1, 2, 3, 4]
+    # the clock runs across the resume: the record's training time includes the first part's
+    assert 0 < seconds_at_2 < [r["seconds"] for r in log if "loss" in r][2]
+    assert torch.load(resumed, weights_only=False)["final"]["train_seconds"] > seconds_at_2
 
 
 def test_seed_draws_other_training_scenes(tmp_path):

@@ -253,12 +253,13 @@ def train(system: System, preset: str, data: str, out: Path, steps: int | None =
     model = system.build_model(config).to(dev)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(config))
-    start, history = 0, []
+    start, history, seconds_before = 0, [], 0.0
     if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
-        start, history = state["step"], state["history"]
+        # training time so far (checkpoints written before 2026-12-07 lack it)
+        start, history, seconds_before = state["step"], state["history"], state.get("seconds", 0.0)
     elif init is not None:
         model.load_state_dict(_weights(system, Path(init)))
     train_set = system.dataset(data, "train", config, config.scenes or config.steps * config.batch, config.seed)
@@ -272,7 +273,7 @@ def train(system: System, preset: str, data: str, out: Path, steps: int | None =
         model, device_ids=[dev.index] if dev.type == "cuda" else None)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if dev.type == "cuda" else torch.autocast("cpu", enabled=False)
     log = _open_log(out / LOG, start) if rank == 0 else None
-    started = time.perf_counter()
+    started = time.perf_counter() - seconds_before  # the clock of the whole run, across resumes
     bar = tqdm(loader, total=len(sampler), initial=0, desc=f"{system.name} {preset}", disable=not progress or rank != 0)
     step = start
     record: dict[str, Any] = {}
@@ -300,7 +301,8 @@ def train(system: System, preset: str, data: str, out: Path, steps: int | None =
                 log.flush()
         if step % config.checkpoint_every == 0 or step == config.steps:
             if rank == 0:
-                _save(ckpt_path, system, preset, config, model, optimizer, scheduler, step, history, data)
+                _save(ckpt_path, system, preset, config, model, optimizer, scheduler, step, history, data,
+                      time.perf_counter() - started)
             if world > 1:
                 dist.barrier()
     if rank == 0:
@@ -308,7 +310,7 @@ def train(system: System, preset: str, data: str, out: Path, steps: int | None =
         seconds = time.perf_counter() - started
         log.write(json.dumps({"step": step, "eval": metrics, "seconds": seconds}) + "\n")
         log.close()
-        _save(ckpt_path, system, preset, config, model, optimizer, scheduler, step, history, data,
+        _save(ckpt_path, system, preset, config, model, optimizer, scheduler, step, history, data, seconds,
               final={"eval": metrics, "train_seconds": seconds, "last": record})
         (out / "eval.md").write_text(system.markdown(metrics))
         _loss_curve(history, out / "loss.png", f"{system.name} {preset}")
@@ -325,10 +327,10 @@ def _evaluate(system: System, model: nn.Module, dataset: Dataset, config: TrainC
 
 
 def _save(path: Path, system: System, preset: str, config: TrainConfig, model: nn.Module, optimizer, scheduler,
-          step: int, history: list, data: str, final: dict | None = None) -> None:
+          step: int, history: list, data: str, seconds: float, final: dict | None = None) -> None:
     state = {"system": system.name, "preset": preset, "config": config.__dict__, "data": data, "step": step,
              "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-             "history": history, "final": final}
+             "history": history, "seconds": seconds, "final": final}
     tmp = path.with_suffix(".tmp")
     torch.save(state, tmp)
     tmp.replace(path)

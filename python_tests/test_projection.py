@@ -468,8 +468,9 @@ def test_conv_matches_brute_force_reference(profile):
 @pytest.mark.parametrize("out_channels", [1, 32, 45, 70])
 def test_conv_output_channel_chunks(out_channels):
     """Exactly one chunk, a partial second chunk, three chunks; no bias; 70 input channels per
-    plane (the projection's 64-channel backward chunks; and at O = 70 both passes on the CPU take
-    the bones 8 at a time, 4 MiB of relaid-out weight: 21 bones in 3 groups, the last partial)."""
+    plane (the projection's 64-channel backward chunks; and at O = 70 the CPU's backward copies the
+    NCHW gradient in two blocks of channels, 64 and 6, and takes the bones 11 at a time, 4 MiB of
+    scratch: 21 bones in 2 groups for the first block, the last partial, and 1 for the second)."""
     channels = 70 if out_channels == 70 else 3
     uv, feat, weight, _ = conv_inputs(out_channels=out_channels, channels=channels, seed=25, batch=2, bias=False)
     size = (10, 11)
@@ -477,6 +478,19 @@ def test_conv_output_channel_chunks(out_channels):
     kw = dict(size=size, radius=1.7, profile="gaussian", sigma=0.8)
     got = conv_grads(bone_plane_conv, uv, feat, weight, None, grad_out, **kw)
     expected = conv_grads(composition, uv, feat, weight, None, grad_out, **kw)
+    assert_conv_close([got[0], *got[1]], [expected[0], *expected[1]], torch.float64)
+
+
+def test_conv_forward_in_several_bone_groups():
+    """k = 5 and O = 200 (padded to 224) with 70 channels per plane: 3.5 MB of forward scratch
+    per bone, so the CPU's forward (16 MiB of it) takes the bones 4 at a time, 21 bones in 6
+    groups, the last partial, each adding to the output."""
+    uv, feat, weight, bias = conv_inputs(out_channels=200, k=5, channels=70, seed=27, batch=2)
+    size = (10, 11)
+    grad_out = torch.randn(2, 200, *size, generator=torch.Generator().manual_seed(28), dtype=torch.float64)
+    kw = dict(size=size, radius=1.5)
+    got = conv_grads(bone_plane_conv, uv, feat, weight, bias, grad_out, **kw)
+    expected = conv_grads(composition, uv, feat, weight, bias, grad_out, **kw)
     assert_conv_close([got[0], *got[1]], [expected[0], *expected[1]], torch.float64)
 
 

@@ -179,8 +179,9 @@ struct ConvBackwardBone {
   const T* taps;
   const T* grad_out;  // [B, O, H, W] with strides (sB, sO, sH, sW)
   int64_t sB, sO, sH, sW;
-  T* gtaps;         // the group's, written whole (chunk by chunk) by its tasks
-  T* geom_partial;  // [B, P, Op / kO, 4]
+  T* gtaps;             // the group's, written whole (chunk by chunk) by its tasks
+  T* geom_partial;      // [B, P, geom_chunks, 4]: this launch writes chunks [geom_chunk0, + Op / kO)
+  int64_t geom_chunks, geom_chunk0;
 
   HG_HOST_DEVICE int64_t chunks() const { return cp.Op / kO; }
   HG_HOST_DEVICE int64_t tasks() const { return cp.pr.B * cp.n * chunks(); }
@@ -240,7 +241,7 @@ struct ConvBackwardBone {
         if (geo.m > T(0)) add_geometry_grad(pr, geo, sa, sb, grad_a, grad_b);
       }
     }
-    T* geom = geom_partial + ((b * pr.P + p) * n_oc + oc) * 4;
+    T* geom = geom_partial + ((b * pr.P + p) * geom_chunks + geom_chunk0 + oc) * 4;
     geom[0] = grad_a.x;
     geom[1] = grad_a.y;
     geom[2] = grad_b.x;

@@ -189,10 +189,11 @@ def bone_plane_conv(
 
     Gradients flow to ``joint_uv`` (through the endpoint weights, and through the mask for the
     Gaussian profile), ``joint_feat``, ``weight`` and ``bias``. CPU and CUDA, float32 and
-    float64. Beyond the output (and the weight's gradient), scratch memory is the masks,
-    ``O(B P H W)``, and one group of bones' tap products and relaid-out weight: both passes
-    take the bones a few at a time (4 MiB of weight on the CPU), and nothing but the inputs is
-    kept from the forward for the backward. The backward is a deterministic gather (each
+    float64. Beyond the output (and the weight's gradient), scratch memory is one group of
+    bones' masks, relaid-out weight and tap products (both passes take the bones a few at a
+    time, 16 and 4 MiB of scratch on the CPU), and in the backward, unless the incoming gradient is
+    channels-last, a channels-last copy of it, 64 channels at a time on the CPU. Nothing but the
+    inputs is kept from the forward for the backward. The backward is a deterministic gather (each
     output element owned by one task), on CUDA too (no atomics).
     """
     ck = Checker("bone_plane_conv")

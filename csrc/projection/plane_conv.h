@@ -6,8 +6,8 @@
 // Both passes walk the bones in groups: per group, the masks are drawn, the weight's slice is
 // relaid out and the tap products formed, in buffers reused from group to group. So beyond its
 // output the forward holds one group's scratch, and the backward recomputes the group's masks
-// and taps (0.2 GMAC at DIR's sizes, a tenth of its time) instead of keeping them all from the
-// forward, which at DIR's 32x32 stage would be 40 MB, more than twice the output.
+// and taps (0.2 GMAC at DIR's sizes) instead of keeping them all from the forward, which at
+// DIR's 32x32 stage would be 40 MB, more than twice the output.
 #pragma once
 
 #include <ATen/ATen.h>

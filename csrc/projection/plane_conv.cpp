@@ -23,11 +23,9 @@ at::Tensor validate_weight(const Checker& ck, const at::Tensor& weight, const In
 }
 
 template <ConvDeviceOps (*ops)()>
-at::Tensor conv_op(const at::Tensor& joint_uv, const at::Tensor& joint_feat,
-                                                       const at::Tensor& bones, const at::Tensor& weight,
-                                                       const std::optional<at::Tensor>& bias, int64_t height,
-                                                       int64_t width, double radius, const std::string& profile,
-                                                       double sigma) {
+at::Tensor conv_op(const at::Tensor& joint_uv, const at::Tensor& joint_feat, const at::Tensor& bones,
+                   const at::Tensor& weight, const std::optional<at::Tensor>& bias, int64_t height, int64_t width,
+                   double radius, const std::string& profile, double sigma) {
   const Checker ck("bone_plane_conv");
   const Inputs in = validate(ck, joint_uv, joint_feat, bones, height, width, radius, profile, sigma);
   const at::Tensor w = validate_weight(ck, weight, in);

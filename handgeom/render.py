@@ -32,7 +32,9 @@ class Fragments:
     bary: ``[P, 3]`` barycentric weights of the face's vertices (0 for background);
     t: ``[P]`` ray parameter of the hit (``inf`` for background); with :func:`pinhole_rays`'
     directions (z = 1) it is the camera-frame depth;
-    dirs: ``[P, 3]`` the rays' directions (for shading).
+    dirs: ``[P, 3]`` the rays' directions (for shading);
+    hits: ``[n]`` int64, the rays that hit, in order: where :func:`interpolate` gives values
+    (a quarter of a crop's pixels, so that shading skips the background).
     """
 
     mesh: torch.Tensor
@@ -40,6 +42,7 @@ class Fragments:
     bary: torch.Tensor
     t: torch.Tensor
     dirs: torch.Tensor
+    hits: torch.Tensor
 
     @property
     def hit(self) -> torch.Tensor:
@@ -79,7 +82,7 @@ def cast(meshes: Sequence[Mesh], origins: torch.Tensor, dirs: torch.Tensor) -> F
     hit = face >= 0
     mesh = torch.where(hit, mesh, -1)
     face = torch.where(hit, face - counts[mesh.clamp_min(0)], -1)
-    return Fragments(mesh=mesh, face=face, bary=bary, t=t, dirs=dirs.reshape(-1, 3))
+    return Fragments(mesh=mesh, face=face, bary=bary, t=t, dirs=dirs.reshape(-1, 3), hits=hit.nonzero().squeeze(1))
 
 
 def vertex_normals(verts: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
@@ -92,7 +95,7 @@ def vertex_normals(verts: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
 
 def interpolate(attributes: Sequence[torch.Tensor], meshes: Sequence[Mesh], frags: Fragments) -> torch.Tensor:
     """Per-vertex ``attributes[m] [V_m, C]`` of each mesh interpolated at the hits by their
-    barycentric weights: ``[P, C]`` (in the attributes' dtype), 0 for background."""
+    barycentric weights: ``[n, C]`` (in the attributes' dtype), one row per ray of ``frags.hits``."""
     for m, ((verts, _), attr) in enumerate(zip(meshes, attributes)):
         if attr.shape[0] != verts.shape[0]:
             raise ValueError(f"interpolate: attributes[{m}] has {attr.shape[0]} rows for a mesh of {verts.shape[0]} vertices")
@@ -102,11 +105,9 @@ def interpolate(attributes: Sequence[torch.Tensor], meshes: Sequence[Mesh], frag
         offsets.append(offsets[-1] + attr.shape[0])
     faces = torch.cat([f.long() + o for (_, f), o in zip(meshes, offsets)])
     face_offsets = torch.tensor([0] + [f.shape[0] for _, f in meshes]).cumsum(0)
-    hit = frags.hit.nonzero().squeeze(1)
-    corners = table[faces[frags.face[hit] + face_offsets[frags.mesh[hit]]]]  # [n, 3, C]
-    out = table.new_zeros(frags.mesh.shape[0], table.shape[1])
-    out[hit] = torch.bmm(frags.bary[hit, None, :].to(table.dtype), corners)[:, 0]
-    return out
+    hits = frags.hits
+    corners = table[faces[frags.face[hits] + face_offsets[frags.mesh[hits]]]]  # [n, 3, C]
+    return torch.bmm(frags.bary[hits, None, :].to(table.dtype), corners)[:, 0]
 
 
 def shade(colours: torch.Tensor, normals: torch.Tensor, dirs: torch.Tensor, light: torch.Tensor,

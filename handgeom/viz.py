@@ -40,16 +40,16 @@ def render_pixels(meshes: list[ColouredMesh], size: tuple[int, int], background:
     origins = torch.stack([gx, gy, torch.full_like(gx, float(lo[2]) - 1.0)], -1).view(-1, 3)
     dirs = torch.tensor([0.0, 0.0, 1.0], dtype=torch.float64).expand_as(origins)
     frags = cast(scene, origins, dirs)
+    hits, t = frags.hits, frags.t[frags.hits]  # shaded: the pixels that see a surface
     normals = torch.nn.functional.normalize(interpolate([vertex_normals(v, f) for v, f in scene], scene, frags), dim=-1)
-    colours = torch.tensor([c for _, _, c in meshes], dtype=torch.float64)[frags.mesh.clamp_min(0)]
+    colours = torch.tensor([c for _, _, c in meshes], dtype=torch.float64)[frags.mesh[hits]]
     light = torch.tensor(LIGHT, dtype=torch.float64) / np.linalg.norm(LIGHT)
-    lit = shade(colours, normals, dirs, light)
-    hit, t = frags.hit, frags.t
-    depth = (t - t[hit].min()) / max(float(t[hit].max() - t[hit].min()), 1e-9) if hit.any() else t
-    back = (torch.ones(height * width, 3, dtype=torch.float64) if background is None
-            else torch.as_tensor(np.asarray(background), dtype=torch.float64).reshape(-1, 3) / 255)
+    lit = shade(colours, normals, dirs[hits], light)
+    depth = (t - t.min()) / max(float(t.max() - t.min()), 1e-9) if len(hits) else t
+    image = (torch.ones(height * width, 3, dtype=torch.float64) if background is None
+             else torch.as_tensor(np.asarray(background), dtype=torch.float64).reshape(-1, 3) / 255)
     surface = lit * (1 - 0.35 * depth.clamp(0, 1))[:, None]
-    image = torch.where(hit[:, None], opacity * surface + (1 - opacity) * back, back)
+    image[hits] = opacity * surface + (1 - opacity) * image[hits]
     if highlight is not None and len(meshes) > 1:
         steps = (torch.arange(64, dtype=torch.float64) + 0.5) / 64
         grid = lo + (hi - lo) * torch.stack(torch.meshgrid(steps, steps, steps, indexing="ij"), -1).view(-1, 3)

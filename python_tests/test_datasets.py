@@ -262,7 +262,7 @@ def test_palms_are_lighter_than_the_backs_of_the_hands(side):
         origins, dirs = grid + torch.tensor([0.0, 0.0, z]), torch.tensor([0.0, 0.0, -z]).expand(64 * 64, 3)
         frags = cast([(verts, model.faces)], origins, dirs)
         assert frags.hit.sum() > 300
-        seen[name] = interpolate([albedo], [(verts, model.faces)], frags)[frags.hit].mean()
+        seen[name] = interpolate([albedo], [(verts, model.faces)], frags).mean()
     assert seen["palm"] > seen["back"] + 0.1
 
 

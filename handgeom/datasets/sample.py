@@ -125,11 +125,13 @@ def dense_code(resolution: str = "coarse") -> torch.Tensor:
 
 
 def render_labels(meshes: list[tuple[torch.Tensor, torch.Tensor]], labels: list[int], K: torch.Tensor, size: int,
-                  resolution: str = "coarse", normals: bool = False) -> tuple[Fragments, dict[str, torch.Tensor]]:
+                  resolution: str = "coarse", albedo: list[torch.Tensor] | None = None
+                  ) -> tuple[Fragments, dict[str, torch.Tensor]]:
     """Ray casts the camera-frame scene ``meshes`` (``(verts, faces)``, one ``labels`` value each:
     1 right, 2 left, 3 object) through each pixel centre of the crop (in float32) and returns the
-    fragments and the ``mask``, ``depth`` and ``dense`` entries of the sample; with ``normals``
-    also ``"normals"`` ``[P, 3]``, the interpolated vertex normals at the hits (for shading)."""
+    fragments and the ``mask``, ``depth`` and ``dense`` entries of the sample; with ``albedo``
+    (per-vertex ``[V_m, 3]`` colours of each mesh) also ``"normals"`` and ``"albedo"`` ``[n, 3]``,
+    the interpolated vertex normals and colours at ``frags.hits`` (for shading), in the same pass."""
     meshes = [(v.float(), f) for v, f in meshes]
     dirs = pinhole_rays(K, size, size).reshape(-1, 3)
     frags = cast(meshes, torch.zeros(3), dirs)
@@ -138,12 +140,14 @@ def render_labels(meshes: list[tuple[torch.Tensor, torch.Tensor]], labels: list[
     depth = torch.where(frags.hit, frags.t, torch.zeros_like(frags.t)).view(size, size)
     code = dense_code(resolution)
     attributes = [code if lab in HAND_LABELS else torch.zeros(v.shape[0], 3) for (v, _), lab in zip(meshes, labels)]
-    if normals:
-        attributes = [torch.cat([a, vertex_normals(v, f)], 1) for a, (v, f) in zip(attributes, meshes)]
+    if albedo is not None:
+        attributes = [torch.cat([a, vertex_normals(v, f), c], 1) for a, (v, f), c in zip(attributes, meshes, albedo)]
     values = interpolate(attributes, meshes, frags)
-    entries = {"mask": mask, "depth": depth, "dense": values[:, :3].T.reshape(3, size, size)}
-    if normals:
-        entries["normals"] = values[:, 3:]
+    dense = torch.zeros(size * size, 3)
+    dense[frags.hits] = values[:, :3]
+    entries = {"mask": mask, "depth": depth, "dense": dense.T.reshape(3, size, size)}
+    if albedo is not None:
+        entries.update(normals=values[:, 3:6], albedo=values[:, 6:])
     return frags, entries
 
 

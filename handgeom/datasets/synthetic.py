@@ -198,30 +198,34 @@ class _Scenes(Dataset):
             labels.append(OBJECT_LABEL)
             sample.update(object_verts=meshes[-1][0].float(), object_faces=faces,
                           object_pose=torch.cat([R, t[:, None]], 1).float(), object_class=torch.tensor(cls))
-        frags, entries = render_labels(meshes, labels, K, self.image_size, self.resolution, normals=True)
-        normals = entries.pop("normals")
-        sample.update(entries)
-        sample["image"] = self._shade(meshes, labels, K, frags, normals, g)
-        return sample
-
-    def _shade(self, meshes, labels, K, frags, normals, g) -> torch.Tensor:
-        size, s = self.image_size, self.supersample
         albedo = [_hand_albedo(_skin(g), SIDES[HAND_LABELS.index(lab)], self.resolution) if lab in HAND_LABELS
                   else _object_colour(g).float().expand(verts.shape[0], 3) for (verts, _), lab in zip(meshes, labels)]
+        frags, entries = render_labels(meshes, labels, K, self.image_size, self.resolution, albedo=albedo)
+        shading = entries.pop("albedo"), entries.pop("normals")
+        sample.update(entries)
+        sample["image"] = self._shade(meshes, albedo, K, frags, shading, g)
+        return sample
+
+    def _shade(self, meshes, albedo, K, frags, shading, g) -> torch.Tensor:
+        """The image: the pixel centres' ``shading`` (interpolated albedo and normals of
+        ``frags``), or with supersampling, those of ``s x s`` rays per pixel cast here."""
+        size, s = self.image_size, self.supersample
         light = torch.nn.functional.normalize(torch.tensor([0.0, 0.0, -1.0]) + 0.8 * _unit(g).float(), dim=0)
         ambient = float(_uniform(g, 0.25, 0.5))
         background = _background(size, g)
         if s > 1:  # the image from s x s rays per pixel; the labels stay the pixel centres'
             meshes = [(v.float(), f) for v, f in meshes]
             frags = cast(meshes, torch.zeros(3), pinhole_rays(K, size, size, s).reshape(-1, 3).float())
-            normals = interpolate([vertex_normals(v, f) for v, f in meshes], meshes, frags)
-        dirs = frags.dirs
-        lit = shade(interpolate(albedo, meshes, frags), torch.nn.functional.normalize(normals, dim=-1), dirs, light, ambient)
-        bg = background.permute(1, 2, 0)
+            values = interpolate([torch.cat([c, vertex_normals(v, f)], 1) for c, (v, f) in zip(albedo, meshes)], meshes, frags)
+            shading = values[:, :3], values[:, 3:]
+        colours, normals = shading
+        image = background.permute(1, 2, 0)
         if s > 1:
-            bg = bg.repeat_interleave(s, 0).repeat_interleave(s, 1)
-        image = torch.where(frags.hit[:, None], lit, bg.reshape(-1, 3)).view(size, s, size, s, 3).mean((1, 3))
-        image = image.permute(2, 0, 1).clamp(0, 1).contiguous()
+            image = image.repeat_interleave(s, 0).repeat_interleave(s, 1)
+        image = image.reshape(-1, 3).clone()
+        image[frags.hits] = shade(colours, torch.nn.functional.normalize(normals, dim=-1), frags.dirs[frags.hits], light,
+                                  ambient)
+        image = image.view(size, s, size, s, 3).mean((1, 3)).permute(2, 0, 1).clamp(0, 1).contiguous()
         return photometric(image, g) if self.noise else image
 
 
@@ -283,14 +287,13 @@ def _background(size: int, g: torch.Generator) -> torch.Tensor:
     n = int(torch.randint(0, 6, (), generator=g))
     shape = torch.rand(n, 6, generator=g, dtype=F64)  # centre x, y, radius, disc or box, box aspect, -
     colour = torch.rand(n, 3, generator=g)
-    cx, cy = (2 * shape[:, 0] - 1).float()[:, None, None], (2 * shape[:, 1] - 1).float()[:, None, None]
-    r = (0.05 + 0.45 * shape[:, 2]).float()[:, None, None]
-    aspect = (0.3 + 1.2 * shape[:, 4]).float()[:, None, None]
-    disc = (xs - cx) ** 2 + (ys - cy) ** 2 < r ** 2
-    box = ((xs - cx).abs() < r) & ((ys - cy).abs() < r * aspect)
-    covered = torch.where((shape[:, 3] < 0.5)[:, None, None], disc, box)  # [n, H, W]
-    top = (covered * torch.arange(1, n + 1)[:, None, None]).amax(0) if n else torch.zeros(size, size, dtype=torch.long)
-    image = torch.where(top > 0, torch.cat([torch.zeros(1, 3), colour])[top].permute(2, 0, 1), image)
+    line = torch.linspace(-1, 1, size)
+    centre, r, aspect = (2 * shape[:, :2] - 1).float(), (0.05 + 0.45 * shape[:, 2]).float(), (0.3 + 1.2 * shape[:, 4]).float()
+    for k in range(n):  # later shapes on top
+        dx, dy = line - centre[k, 0], (line - centre[k, 1])[:, None]  # separable: one [size, size] test per shape
+        covered = (dx ** 2 + dy ** 2 < r[k] ** 2 if shape[k, 3] < 0.5
+                   else (dx.abs() < r[k]) & (dy.abs() < r[k] * aspect[k]))
+        image = torch.where(covered, colour[k, :, None, None], image)
     return image.clamp(0, 1)
 
 

@@ -159,6 +159,11 @@ def test_init_fine_tunes_from_a_checkpoint_or_shipped_weights(tmp_path):
                   progress=False)
     origin = export_weights(again, tmp_path / "again.pt")["fine_tuned_from"]
     assert origin["steps"] == 1 and origin["fine_tuned_from"]["steps"] == 4 and origin["fine_tuned_from"]["lr"] != 1e-12
+    # the origin is read when the run starts: exporting a fine-tune over the weights it started
+    # from, twice, keeps the chain (it did not: the second export named the first as its origin)
+    for _ in range(2):
+        record = export_weights(tmp_path / "tuned_shipped" / "last.pt", tmp_path / "shipped.pt")
+        assert record["fine_tuned_from"]["steps"] == 4 and "fine_tuned_from" not in record["fine_tuned_from"]
 
 
 @pytest.mark.parametrize("argv, words", [

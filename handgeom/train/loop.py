@@ -63,6 +63,9 @@ class TrainConfig:
     model: dict[str, Any] = field(default_factory=dict)  # the system's model options
     loss: dict[str, float] = field(default_factory=dict)  # loss weights
     init: str | None = None  # the weights the run started from (fine-tuning), when not from scratch
+    # their record (see _origin), read when the run starts: the file may be replaced before the
+    # export, as shipped weights are by their own fine-tune's
+    origin: dict[str, Any] | None = None
 
 
 class System(Protocol):
@@ -243,7 +246,8 @@ def train(system: System, preset: str, data: str, out: Path, steps: int | None =
         config = TrainConfig(**{**base.__dict__, **({"steps": steps} if steps else {}), **({"batch": batch} if batch else {}),
                                 **({"lr": lr} if lr else {}), **({"seed": seed} if seed is not None else {}),
                                 "loss": {**base.loss, **(loss_weights or {})},
-                                "init": str(init) if init is not None else None})
+                                "init": str(init) if init is not None else None,
+                                "origin": _origin(Path(init)) if init is not None else None})
     torch.manual_seed(config.seed)
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
@@ -414,7 +418,7 @@ def export_weights(checkpoint: Path, path: Path, half: bool = True, held_out: di
               "train_seconds": final.get("train_seconds"), "eval": final.get("eval"), "held_out": held_out,
               "date": time.strftime("%Y-%m-%d"), "torch": str(torch.__version__)}
     if config.get("init"):
-        record["fine_tuned_from"] = _origin(Path(config["init"]))
+        record["fine_tuned_from"] = _started_from(config)
     weights = {k: v.half() if half and v.is_floating_point() else v for k, v in state["model"].items()}
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -436,8 +440,14 @@ def _origin(init: Path) -> dict:
               "batch": config.get("batch"), "lr": config.get("lr"), "data": state.get("data"),
               "seed": config.get("seed"), "train_seconds": final.get("train_seconds")}
     if config.get("init"):
-        origin["fine_tuned_from"] = _origin(Path(config["init"]))
+        origin["fine_tuned_from"] = _started_from(config)
     return origin
+
+
+def _started_from(config: dict) -> dict:
+    """The origin of a fine-tuned run's config: as read when it started (runs before 2026-12-07
+    lack it: then read now)."""
+    return config.get("origin") or _origin(Path(config["init"]))
 
 
 def _loss_curve(history: list[dict], path: Path, title: str) -> None:

@@ -11,6 +11,7 @@ at ``(j + 0.5, i + 0.5)``.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -32,9 +33,7 @@ class Fragments:
     bary: ``[P, 3]`` barycentric weights of the face's vertices (0 for background);
     t: ``[P]`` ray parameter of the hit (``inf`` for background); with :func:`pinhole_rays`'
     directions (z = 1) it is the camera-frame depth;
-    dirs: ``[P, 3]`` the rays' directions (for shading);
-    hits: ``[n]`` int64, the rays that hit, in order: where :func:`interpolate` gives values
-    (a quarter of a crop's pixels, so that shading skips the background).
+    dirs: ``[P, 3]`` the rays' directions (for shading).
     """
 
     mesh: torch.Tensor
@@ -42,11 +41,15 @@ class Fragments:
     bary: torch.Tensor
     t: torch.Tensor
     dirs: torch.Tensor
-    hits: torch.Tensor
 
     @property
     def hit(self) -> torch.Tensor:
         return self.mesh >= 0
+
+    @functools.cached_property
+    def hits(self) -> torch.Tensor:
+        """``[n]`` int64: the rays that hit, in order; where :func:`interpolate` gives values."""
+        return self.hit.nonzero().squeeze(1)
 
 
 def pinhole_rays(K: torch.Tensor, height: int, width: int, supersample: int = 1) -> torch.Tensor:
@@ -82,7 +85,7 @@ def cast(meshes: Sequence[Mesh], origins: torch.Tensor, dirs: torch.Tensor) -> F
     hit = face >= 0
     mesh = torch.where(hit, mesh, -1)
     face = torch.where(hit, face - counts[mesh.clamp_min(0)], -1)
-    return Fragments(mesh=mesh, face=face, bary=bary, t=t, dirs=dirs.reshape(-1, 3), hits=hit.nonzero().squeeze(1))
+    return Fragments(mesh=mesh, face=face, bary=bary, t=t, dirs=dirs.reshape(-1, 3))
 
 
 def vertex_normals(verts: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
@@ -96,7 +99,7 @@ def vertex_normals(verts: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
 def interpolate(attributes: Sequence[torch.Tensor], meshes: Sequence[Mesh], frags: Fragments) -> torch.Tensor:
     """Per-vertex ``attributes[m] [V_m, C]`` of each mesh interpolated at the hits by their
     barycentric weights: ``[n, C]`` (in the attributes' dtype), one row per ray of ``frags.hits``."""
-    for m, ((verts, _), attr) in enumerate(zip(meshes, attributes)):
+    for m, ((verts, _), attr) in enumerate(zip(meshes, attributes, strict=True)):
         if attr.shape[0] != verts.shape[0]:
             raise ValueError(f"interpolate: attributes[{m}] has {attr.shape[0]} rows for a mesh of {verts.shape[0]} vertices")
     table = torch.cat(list(attributes))

@@ -141,7 +141,8 @@ def render_labels(meshes: list[tuple[torch.Tensor, torch.Tensor]], labels: list[
     code = dense_code(resolution)
     attributes = [code if lab in HAND_LABELS else torch.zeros(v.shape[0], 3) for (v, _), lab in zip(meshes, labels)]
     if albedo is not None:
-        attributes = [torch.cat([a, vertex_normals(v, f), c], 1) for a, (v, f), c in zip(attributes, meshes, albedo)]
+        attributes = [torch.cat([a, vertex_normals(v, f), c.to(a)], 1)
+                      for a, (v, f), c in zip(attributes, meshes, albedo, strict=True)]
     values = interpolate(attributes, meshes, frags)
     dense = torch.zeros(size * size, 3)
     dense[frags.hits] = values[:, :3]

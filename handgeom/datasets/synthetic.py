@@ -216,13 +216,13 @@ class _Scenes(Dataset):
         if s > 1:  # the image from s x s rays per pixel; the labels stay the pixel centres'
             meshes = [(v.float(), f) for v, f in meshes]
             frags = cast(meshes, torch.zeros(3), pinhole_rays(K, size, size, s).reshape(-1, 3).float())
-            values = interpolate([torch.cat([c, vertex_normals(v, f)], 1) for c, (v, f) in zip(albedo, meshes)], meshes, frags)
-            shading = values[:, :3], values[:, 3:]
+            values = interpolate([torch.cat([vertex_normals(v, f), c], 1) for c, (v, f) in zip(albedo, meshes)], meshes, frags)
+            shading = values[:, 3:], values[:, :3]
         colours, normals = shading
         image = background.permute(1, 2, 0)
         if s > 1:
             image = image.repeat_interleave(s, 0).repeat_interleave(s, 1)
-        image = image.reshape(-1, 3).clone()
+        image = image.reshape(-1, 3).clone()  # the hits are written into it: not into `background`
         image[frags.hits] = shade(colours, torch.nn.functional.normalize(normals, dim=-1), frags.dirs[frags.hits], light,
                                   ambient)
         image = image.view(size, s, size, s, 3).mean((1, 3)).permute(2, 0, 1).clamp(0, 1).contiguous()
@@ -275,7 +275,8 @@ def _object_colour(g: torch.Generator) -> torch.Tensor:
 
 def _background(size: int, g: torch.Generator) -> torch.Tensor:
     """``[3, size, size]`` float32: a colour gradient, plus value noise, plus a few discs and boxes."""
-    ys, xs = torch.meshgrid(*(torch.linspace(-1, 1, size),) * 2, indexing="ij")
+    line = torch.linspace(-1, 1, size)
+    ys, xs = torch.meshgrid(line, line, indexing="ij")
     a, b = _uniform(g, 0, 1, (3, 1, 1)).float(), _uniform(g, 0, 1, (3, 1, 1)).float()
     angle = float(_uniform(g, 0, 2 * math.pi))
     ramp = ((math.cos(angle) * xs + math.sin(angle) * ys + 1) / 2).clamp(0, 1)
@@ -287,7 +288,6 @@ def _background(size: int, g: torch.Generator) -> torch.Tensor:
     n = int(torch.randint(0, 6, (), generator=g))
     shape = torch.rand(n, 6, generator=g, dtype=F64)  # centre x, y, radius, disc or box, box aspect, -
     colour = torch.rand(n, 3, generator=g)
-    line = torch.linspace(-1, 1, size)
     centre, r, aspect = (2 * shape[:, :2] - 1).float(), (0.05 + 0.45 * shape[:, 2]).float(), (0.3 + 1.2 * shape[:, 4]).float()
     for k in range(n):  # later shapes on top
         dx, dy = line - centre[k, 0], (line - centre[k, 1])[:, None]  # separable: one [size, size] test per shape

@@ -246,8 +246,7 @@ def train(system: System, preset: str, data: str, out: Path, steps: int | None =
         config = TrainConfig(**{**base.__dict__, **({"steps": steps} if steps else {}), **({"batch": batch} if batch else {}),
                                 **({"lr": lr} if lr else {}), **({"seed": seed} if seed is not None else {}),
                                 "loss": {**base.loss, **(loss_weights or {})},
-                                "init": str(init) if init is not None else None,
-                                "origin": _origin(Path(init)) if init is not None else None})
+                                "init": str(init) if init is not None else None})
     torch.manual_seed(config.seed)
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
@@ -266,6 +265,7 @@ def train(system: System, preset: str, data: str, out: Path, steps: int | None =
         start, history, seconds_before = state["step"], state["history"], state.get("seconds", 0.0)
     elif init is not None:
         model.load_state_dict(_weights(system, Path(init)))
+        config.origin = _origin(Path(init))
     train_set = system.dataset(data, "train", config, config.scenes or config.steps * config.batch, config.seed)
     if config.scenes:
         train_set = Memoized(train_set)

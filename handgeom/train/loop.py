@@ -264,8 +264,8 @@ def train(system: System, preset: str, data: str, out: Path, steps: int | None =
         # training time so far (checkpoints written before 2026-12-07 lack it)
         start, history, seconds_before = state["step"], state["history"], state.get("seconds", 0.0)
     elif init is not None:
-        model.load_state_dict(_weights(system, Path(init)))
-        config.origin = _origin(Path(init))
+        weights, config.origin = _weights(system, Path(init))
+        model.load_state_dict(weights)
     train_set = system.dataset(data, "train", config, config.scenes or config.steps * config.batch, config.seed)
     if config.scenes:
         train_set = Memoized(train_set)
@@ -355,13 +355,14 @@ def _read(path: Path, what: str, flag: str = "") -> dict:
     return state
 
 
-def _weights(system: System, path: Path) -> dict[str, torch.Tensor]:
-    """The float32 state dict of a checkpoint of ``system`` or of its shipped weights (``--init``)."""
+def _weights(system: System, path: Path) -> tuple[dict[str, torch.Tensor], dict]:
+    """The float32 state dict of a checkpoint of ``system`` or of its shipped weights (``--init``),
+    and the file's :func:`_origin` (from the same read)."""
     state = _read(path, "weights", "--init: ")
     record, weights = state.get("record", state), state.get("model", state.get("state_dict"))
     if record.get("system") != system.name or weights is None:
         raise TrainError(f"--init: {path} holds no {system.name} weights")
-    return {k: v.float() if v.is_floating_point() else v for k, v in weights.items()}
+    return {k: v.float() if v.is_floating_point() else v for k, v in weights.items()}, _origin(path, state)
 
 
 def load_checkpoint(system: System, path: Path, device: str = "cpu") -> tuple[nn.Module, TrainConfig, dict]:
@@ -426,13 +427,14 @@ def export_weights(checkpoint: Path, path: Path, half: bool = True, held_out: di
     return record
 
 
-def _origin(init: Path) -> dict:
+def _origin(init: Path, state: dict | None = None) -> dict:
     """What a fine-tuned run started from: the record of shipped weights (which may name their
     own origin), or a checkpoint's run settings and, if it was a fine-tune too, its origin; just
-    the path when the file is gone."""
-    if not init.is_file():
-        return {"path": str(init)}
-    state = _read(init, "weights")
+    the path when the file is gone. ``state``: the file's contents, when already read."""
+    if state is None:
+        if not init.is_file():
+            return {"path": str(init)}
+        state = _read(init, "weights")
     if "record" in state:
         return state["record"]
     final, config = state.get("final") or {}, state.get("config") or {}

@@ -216,7 +216,7 @@ class _Scenes(Dataset):
         if s > 1:  # the image from s x s rays per pixel; the labels stay the pixel centres'
             meshes = [(v.float(), f) for v, f in meshes]
             frags = cast(meshes, torch.zeros(3), pinhole_rays(K, size, size, s).reshape(-1, 3).float())
-            values = interpolate([torch.cat([vertex_normals(v, f), c], 1) for c, (v, f) in zip(albedo, meshes)], meshes, frags)
+            values = interpolate([torch.cat([vertex_normals(v, f), c], 1) for c, (v, f) in zip(albedo, meshes, strict=True)], meshes, frags)
             shading = values[:, 3:], values[:, :3]
         colours, normals = shading
         image = background.permute(1, 2, 0)

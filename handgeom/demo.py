@@ -41,7 +41,7 @@ from handgeom.hand.kinematics import axis_angle_to_matrix, rotation_matrix
 from handgeom.losses import intersection_loss
 from handgeom.metrics import mpjpe
 from handgeom.models import HandOccupancyNet, InteractingHandsNet, SkeletonRefiner
-from handgeom.ops import penetration_loss
+from handgeom.ops import penetration_loss, surface_points
 from handgeom.reconstruct import (BLUE, DISPLAY, RED, SKIN, Hands, draw_prediction, load_image, measure, placed_hands,
                                   pose_hands, predict)
 from handgeom.viz import render_meshes
@@ -109,17 +109,6 @@ def _hand_joints(path: Path, key: str, raw) -> torch.Tensor:
                          f"metres, which spans {HAND_SPAN[0]}-{HAND_SPAN[1]} m within {MAX_DISTANCE:g} m of the origin "
                          "(joints in millimetres? divide by 1000)")
     return value
-
-
-# Barycentric coordinates of the surface samples inside each face: the centroid, and the
-# centroids of the three corner sub-triangles.
-_FACE_SAMPLES = torch.tensor([[1 / 3, 1 / 3, 1 / 3], [2 / 3, 1 / 6, 1 / 6], [1 / 6, 2 / 3, 1 / 6], [1 / 6, 1 / 6, 2 / 3]])
-
-
-def surface_points(verts: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
-    """``[B, V + 4F, 3]``: the vertices of meshes ``verts [B, V, 3]`` and 4 points inside each face."""
-    inner = torch.einsum("sk,bfkd->bfsd", _FACE_SAMPLES.to(verts), verts[:, faces])
-    return torch.cat([verts, inner.flatten(1, 2)], 1)
 
 
 def resolve(models: tuple[HandModel, HandModel], start: Hands, net: HandOccupancyNet, steps: int,

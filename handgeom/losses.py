@@ -17,11 +17,11 @@ import torch.nn.functional as F
 from handgeom._checks import Checker
 from handgeom.hand.skeleton import bone_ends
 from handgeom.models.occupancy import HAND_CULL_MARGIN, HandOccupancyNet
-from handgeom.ops.mesh import penetration_loss, signed_distance
+from handgeom.ops.mesh import penetration_loss, signed_distance, surface_points
 
 __all__ = ["intersection_loss", "hand_query_points", "mirror", "default_occupancy_net", "DIR_WEIGHTS", "dir_targets",
            "dir_loss", "edge_length_loss", "normal_loss", "mesh_edges", "placed_meshes", "mutual_penetration",
-           "HANDOBJECT_WEIGHTS", "object_template", "handobject_targets", "hand_surface_points", "hand_object_penetration",
+           "HANDOBJECT_WEIGHTS", "object_template", "handobject_targets", "hand_object_penetration",
            "contact_loss", "handobject_loss", "SIAPOSE_WEIGHTS", "single_hand_2d", "heatmap_targets", "heatmap_loss", "siapose_loss"]
 
 _DENSE_FRACTIONS = torch.arange(1, 6) / 6  # 5 points inside each bone
@@ -309,12 +309,6 @@ def handobject_targets(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor
             "hand_mask": (batch["mask"] == 1).float(), "object_mask": (batch["mask"] == 3).float()}
 
 
-def hand_surface_points(verts: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
-    """A hand mesh's vertices and face centroids, ``[B, V + F, 3]``: the points tested against the
-    object."""
-    return torch.cat([verts, verts[:, faces].mean(2)], 1)
-
-
 def hand_object_penetration(hand_verts: torch.Tensor, hand_faces: torch.Tensor, object_verts: torch.Tensor,
                             object_faces: torch.Tensor, object_real: torch.Tensor) -> torch.Tensor:
     """``[B]``: the exact SDF penetration both ways, in metres, differentiable in both meshes:
@@ -322,7 +316,7 @@ def hand_object_penetration(hand_verts: torch.Tensor, hand_faces: torch.Tensor, 
     the mean over the object's real vertices (``object_real [B, Vo]``) of the same in the hand
     (:func:`handgeom.ops.penetration_loss`, computed in float32)."""
     hand, obj = hand_verts.float(), object_verts.float()
-    into_object = penetration_loss(hand_surface_points(hand, hand_faces), obj, object_faces, reduction="none").mean(1)
+    into_object = penetration_loss(surface_points(hand, hand_faces, 1), obj, object_faces, reduction="none").mean(1)
     into_hand = penetration_loss(obj, hand, hand_faces, reduction="none")
     real = object_real.to(into_hand.dtype)
     return into_object + (into_hand * real).sum(1) / real.sum(1).clamp_min(1)

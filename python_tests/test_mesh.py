@@ -8,7 +8,7 @@ import torch
 import trimesh
 
 from handgeom.hand import HandModel, named_pose
-from handgeom.ops import MeshBVH, penetration_loss, points_inside_mesh, ray_mesh_intersect, signed_distance
+from handgeom.ops import MeshBVH, penetration_loss, points_inside_mesh, ray_mesh_intersect, signed_distance, surface_points
 import references as ref
 
 requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
@@ -256,6 +256,27 @@ def test_penetration_loss_matches_sdf_and_gradcheck(squared):
     assert penetration_loss(points, verts2, faces, "mean", squared) == pytest.approx(loss.mean().item())
     p, v = points[:, :30].clone().requires_grad_(), verts2.clone().requires_grad_()
     assert torch.autograd.gradcheck(lambda p, v: penetration_loss(p, v, faces, "none", squared), (p, v))
+
+
+
+def test_surface_points_by_hand():
+    """The vertices, then per face its centroid and the centroids of its corner sub-triangles
+    (a, b, c -> (2a + (b + c) / 2) / 3, ...), batched or not, in the vertices' dtype."""
+    verts, faces = hand_mesh()
+    a, b, c = verts[faces].unbind(1)  # [F, 3] each
+    corners = [(a + b + c) / 3, (4 * a + b + c) / 6, (a + 4 * b + c) / 6, (a + b + 4 * c) / 6]
+    for k in (1, 4):
+        expected = torch.cat([verts, torch.stack(corners[:k], 1).reshape(-1, 3)])
+        torch.testing.assert_close(surface_points(verts, faces, k), expected, rtol=0, atol=1e-15)
+        batched = surface_points(verts.float().expand(2, -1, -1), faces.int(), k)
+        assert batched.shape == (2, verts.shape[0] + k * faces.shape[0], 3) and batched.dtype == torch.float32
+        torch.testing.assert_close(batched, expected.float().expand(2, -1, -1))
+    with pytest.raises(ValueError, match="surface_points: per_face must be 1 to 4, got 5"):
+        surface_points(verts, faces, 5)
+    with pytest.raises(ValueError, match="surface_points: per_face must be"):
+        surface_points(verts, faces, 0)
+    with pytest.raises(ValueError, match="surface_points: faces must have shape"):
+        surface_points(verts, faces[:, :2])
 
 
 def test_vertex_gradients_are_deterministic():

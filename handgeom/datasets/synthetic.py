@@ -35,7 +35,7 @@ from handgeom.datasets.sample import (HAND_LABELS, OBJECT_LABEL, SIDES, crop_cam
 from handgeom.hand import HandParams
 from handgeom.hand.kinematics import quaternion_to_matrix
 from handgeom.hand.skeleton import BONES
-from handgeom.ops.mesh import MeshBVH, points_inside_mesh, ray_mesh_intersect, signed_distance
+from handgeom.ops.mesh import MeshBVH, points_inside_mesh, ray_mesh_intersect, signed_distance, surface_points
 from handgeom.render import cast, interpolate, pinhole_rays, shade, vertex_normals
 
 __all__ = ["SyntheticInteractingHands", "SyntheticHandObject", "SyntheticSingleHand"]
@@ -70,19 +70,6 @@ def _frame_with_z(n: torch.Tensor, spin: float) -> torch.Tensor:
 def _posed(side: str, params: HandParams, resolution: str) -> tuple[torch.Tensor, torch.Tensor]:
     out = hand_model(side, resolution)(params)
     return out.joints, out.verts
-
-
-# barycentric weights of the points per face, besides the vertices, that the collision tests use
-_FACE_POINTS = torch.tensor([[1 / 3, 1 / 3, 1 / 3], [2 / 3, 1 / 6, 1 / 6], [1 / 6, 2 / 3, 1 / 6], [1 / 6, 1 / 6, 2 / 3]],
-                            dtype=F64)
-
-
-def _surface_points(verts: torch.Tensor, faces: torch.Tensor, per_face: int = 4) -> torch.Tensor:
-    """A mesh's vertices and ``per_face`` points inside each face (1: the centroids; 4: also
-    three points towards the corners): the points whose inside tests decide a collision. An
-    edge can still cross another surface between them; the datasets' benchmark measures the
-    volume that leaves."""
-    return torch.cat([verts, (_FACE_POINTS[:per_face] @ verts[faces]).reshape(-1, 3)])
 
 
 def _separation(moving: torch.Tensor, fixed: torch.Tensor, moving_bvh: MeshBVH, fixed_bvh: MeshBVH,
@@ -392,7 +379,7 @@ class SyntheticInteractingHands(_Scenes):
         start = c_right - c_left + lateral
         v_left = v_left + start
         bvh_right, bvh_left = MeshBVH(v_right[None].float(), faces[0]), MeshBVH(v_left[None].float(), faces[1])
-        shift = _separation(_surface_points(v_left, faces[1], 1), _surface_points(v_right, faces[0], 1), bvh_left,
+        shift = _separation(surface_points(v_left, faces[1], 1), surface_points(v_right, faces[0], 1), bvh_left,
                             bvh_right, u) + SEPARATION_EPS
         gap = self.near_gap if bool(torch.rand((), generator=g) < self.contact) else self.far_gap
         move = start + (shift + float(_uniform(g, *gap))) * u
@@ -496,7 +483,7 @@ class SyntheticHandObject(_Scenes):
         params.translation = surface_point - R @ palm_centre  # the palm sunk into the surface
         hand_faces = hand_model("right", self.resolution).faces
         _, hand = _posed("right", params, self.resolution)
-        shift = _separation(_surface_points(hand, hand_faces), _surface_points(verts, faces, 1),
+        shift = _separation(surface_points(hand, hand_faces), surface_points(verts, faces, 1),
                             MeshBVH(hand[None].float(), hand_faces),
                             bvh, n) + SEPARATION_EPS
         params.translation = params.translation + shift * n

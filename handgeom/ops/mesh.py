@@ -29,7 +29,7 @@ import torch.nn.functional as F
 
 from handgeom._checks import Checker, finite_items
 
-__all__ = ["MeshBVH", "points_inside_mesh", "ray_mesh_intersect", "signed_distance", "penetration_loss"]
+__all__ = ["MeshBVH", "points_inside_mesh", "ray_mesh_intersect", "signed_distance", "penetration_loss", "surface_points"]
 
 
 class MeshBVH:
@@ -208,6 +208,28 @@ def penetration_loss(points: torch.Tensor, verts: torch.Tensor | None, faces: to
     if reduction == "none":
         return loss
     return loss.sum() if reduction == "sum" or loss.numel() == 0 else loss.mean()
+
+
+# Barycentric weights of the points inside each face that surface_points adds: the centroid, then
+# the centroids of the three corner sub-triangles.
+_FACE_POINTS = torch.tensor([[1 / 3, 1 / 3, 1 / 3], [2 / 3, 1 / 6, 1 / 6], [1 / 6, 2 / 3, 1 / 6], [1 / 6, 1 / 6, 2 / 3]],
+                            dtype=torch.float64)
+
+
+def surface_points(verts: torch.Tensor, faces: torch.Tensor, per_face: int = 4) -> torch.Tensor:
+    """The points that stand for a mesh's surface in a collision test: its vertices
+    ``verts [..., V, 3]`` followed by ``per_face`` (1 to 4) points inside each face of ``faces
+    [F, 3]`` (1: the centroids; 4: also the centroids of the three corner sub-triangles), face by
+    face: ``[..., V + per_face F, 3]``. The inside test and the penetration loss of a coarse mesh
+    need the face points, since another surface can cross a face between its vertices."""
+    ck = Checker("surface_points")
+    verts = ck.tensor(verts, "verts", ("...", None, 3))
+    faces = ck.tensor(faces, "faces", (None, 3), kind="int")
+    per_face = ck.integer(per_face, "per_face", minimum=1)
+    if per_face > len(_FACE_POINTS):
+        ck.fail(f"per_face must be 1 to {len(_FACE_POINTS)}, got {per_face}")
+    inner = _FACE_POINTS[:per_face].to(verts) @ verts[..., faces, :]  # [..., F, per_face, 3]
+    return torch.cat([verts, inner.flatten(-3, -2)], -2)
 
 
 # ---- fake tensors and autograd -------------------------------------------------------------------

@@ -258,7 +258,6 @@ def test_penetration_loss_matches_sdf_and_gradcheck(squared):
     assert torch.autograd.gradcheck(lambda p, v: penetration_loss(p, v, faces, "none", squared), (p, v))
 
 
-
 def test_surface_points_by_hand():
     """The vertices, then per face its centroid and the centroids of its corner sub-triangles
     (a, b, c -> (2a + (b + c) / 2) / 3, ...), batched or not, in the vertices' dtype."""

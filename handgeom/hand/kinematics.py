@@ -105,10 +105,34 @@ def _flex(angle: torch.Tensor) -> torch.Tensor:
     return _elementary(-angle, 0)
 
 
+@functools.lru_cache(maxsize=None)
+def _chain_index(device) -> torch.Tensor:
+    return torch.tensor(CHAIN_ANGLES, device=device)
+
+
 def chain_angles(angles: torch.Tensor) -> torch.Tensor:
     """``[..., 21] -> [..., 5, 5]`` (base flex, base abd, base twist, 2nd flex, 3rd flex)."""
     padded = torch.cat([angles, torch.zeros_like(angles[..., :1])], -1)  # index -1 -> 0
-    return padded[..., torch.tensor(CHAIN_ANGLES, device=angles.device)]
+    return padded[..., _chain_index(angles.device)]
+
+
+def _chain_layout() -> tuple[tuple[int, ...], ...]:
+    """For each of a chain's 5 angles, where the 9 entries of its rotation come from in the 25
+    values ``(cos, -sin, sin, 1, 0)`` of the 5 angles: the flexions turn about x by ``-angle``
+    (:func:`_flex`), the abduction about z by ``-angle`` (:func:`_radial`), the twist about y by
+    ``+angle``. A rotation by ``-angle`` swaps ``-sin`` and ``sin``."""
+    axes, signs = (0, 2, 1, 0, 0), (-1, -1, 1, -1, -1)
+    swap = {1: 2, 2: 1}
+    return tuple(tuple(5 * slot + (swap.get(e, e) if sign < 0 else e) for e in _ELEMENTARY[axis])
+                 for slot, (axis, sign) in enumerate(zip(axes, signs)))
+
+
+_CHAIN_LAYOUT = _chain_layout()
+
+
+@functools.lru_cache(maxsize=None)
+def _chain_layout_index(device) -> torch.Tensor:
+    return torch.tensor(_CHAIN_LAYOUT, device=device)
 
 
 def local_skeleton(angles: torch.Tensor, bone_lengths: torch.Tensor):
@@ -122,20 +146,21 @@ def local_skeleton(angles: torch.Tensor, bone_lengths: torch.Tensor):
         ``joints [..., 21, 3]`` and ``bone_frames [..., 20, 3, 3]``: each bone's frame (columns
         x radial, y along the bone, z dorsal), whose origin is the bone's parent joint.
     """
-    lengths = bone_lengths.unflatten(-1, (5, 4))  # [..., 5, 4]
     rest = _rest_chain_frames(angles.dtype, angles.device)  # [5, 3, 3]
-    flex1, abd, twist, flex2, flex3 = chain_angles(angles).unbind(-1)
-    f1 = rest @ _radial(abd) @ _flex(flex1) @ _elementary(twist, 1)
-    f2 = f1 @ _flex(flex2)
-    f3 = f2 @ _flex(flex3)
-    base = rest[..., :, 1] * lengths[..., 0:1]  # [..., 5, 3] first joint of each chain
-    j1 = base + f1[..., :, 1] * lengths[..., 1:2]
-    j2 = j1 + f2[..., :, 1] * lengths[..., 2:3]
-    j3 = j2 + f3[..., :, 1] * lengths[..., 3:4]
-    chain_joints = torch.stack([base, j1, j2, j3], -2)  # [..., 5, 4, 3]
-    joints = torch.cat([torch.zeros_like(base[..., :1, :]), chain_joints.flatten(-3, -2)], -2)
-    frames = torch.stack([rest.expand_as(f1), f1, f2, f3], -3).flatten(-4, -3)  # [..., 20, 3, 3]
-    return joints, frames
+    # the 25 elementary rotations of the 5 chains from one cos, one sin and one gather (the model
+    # is evaluated in many small batches, where the number of torch calls is its cost)
+    a = chain_angles(angles)  # [..., 5, 5]
+    c, s = torch.cos(a), torch.sin(a)
+    entries = torch.stack([c, -s, s, torch.ones_like(c), torch.zeros_like(c)], -1).flatten(-2)  # [..., 5, 25]
+    flex1, abd, twist, flex2, flex3 = entries[..., _chain_layout_index(angles.device)].unflatten(-1, (3, 3)).unbind(-3)
+    f1 = rest @ abd @ flex1 @ twist
+    f2 = f1 @ flex2
+    f3 = f2 @ flex3
+    frames = torch.stack([rest.expand_as(f1), f1, f2, f3], -3)  # [..., 5, 4, 3, 3]
+    # each chain's joints: the running sum of its bones, each along its frame's y axis
+    chain_joints = (frames[..., 1] * bone_lengths.unflatten(-1, (5, 4)).unsqueeze(-1)).cumsum(-2)  # [..., 5, 4, 3]
+    joints = torch.cat([torch.zeros_like(chain_joints[..., 0, :1, :]), chain_joints.flatten(-3, -2)], -2)
+    return joints, frames.flatten(-4, -3)  # [..., 21, 3], [..., 20, 3, 3]
 
 
 def place(points: torch.Tensor, rotation: torch.Tensor, translation: torch.Tensor, mirror: bool,

@@ -60,6 +60,9 @@ class HandSurface(torch.nn.Module):
 
     palm vertex i:  v = palm_coeffs[i] @ chain_bases + palm_offsets[i]
     tube vertex i:  v = J[p] + s (J[c] - J[p]) + ((1 - blend) F_b + blend F_prev) @ offset
+
+    Both are linear in the skeleton, the 21 joints and the 60 columns of the 20 bone frames, so
+    :meth:`vertices` is one matrix product with ``skinning [V, 81]`` plus ``rest_offsets [V, 3]``.
     """
 
     faces: torch.Tensor  # [F, 3] int64
@@ -72,11 +75,14 @@ class HandSurface(torch.nn.Module):
     tube_offset: torch.Tensor  # [Nt, 3] in the (blended) bone frame
     tube_parent: torch.Tensor  # [Nt] joint at the bone's start
     tube_child: torch.Tensor  # [Nt] joint at the bone's end
+    skinning: torch.Tensor  # [V, 81]: the recipe's weights of the joints and the frames' columns
+    rest_offsets: torch.Tensor  # [V, 3]: the palm offsets (0 for tube vertices)
 
     def __init__(self, **tensors: torch.Tensor):
         super().__init__()
         bones = torch.tensor(BONES)
         tensors.update(tube_parent=bones[tensors["tube_bone"], 0], tube_child=bones[tensors["tube_bone"], 1])
+        tensors.update(_linear_recipe(**tensors))
         for name, value in tensors.items():
             self.register_buffer(name, value, persistent=False)
 
@@ -86,14 +92,29 @@ class HandSurface(torch.nn.Module):
 
     def vertices(self, joints: torch.Tensor, frames: torch.Tensor) -> torch.Tensor:
         """Hand-frame vertices ``[..., V, 3]`` from ``local_skeleton`` output."""
-        bases = joints[..., [1, 5, 9, 13, 17], :]  # chain bases
-        palm = self.palm_coeffs.to(joints) @ bases + self.palm_offsets.to(joints)
-        parent, child = joints[..., self.tube_parent, :], joints[..., self.tube_child, :]
-        blend = self.tube_blend.to(joints)[:, None, None]
-        frame = (1 - blend) * frames[..., self.tube_bone, :, :] + blend * frames[..., self.tube_prev, :, :]
-        offset = (frame @ self.tube_offset.to(joints).unsqueeze(-1)).squeeze(-1)
-        tube = parent + self.tube_s.to(joints).unsqueeze(-1) * (child - parent) + offset
-        return torch.cat([palm, tube], -2)
+        skeleton = torch.cat([joints, frames.transpose(-1, -2).flatten(-3, -2)], -2)  # [..., 81, 3]
+        # the batch as columns of one [V, 81] @ [81, 3 * batch] product (a batched matmul of the
+        # small matrices costs four times as much)
+        columns = skeleton.movedim(-2, 0)  # [81, ..., 3]
+        verts = (self.skinning.to(joints) @ columns.reshape(81, -1)).view(-1, *columns.shape[1:])
+        return verts.movedim(0, -2) + self.rest_offsets.to(joints)
+
+
+def _linear_recipe(palm_coeffs, palm_offsets, tube_s, tube_blend, tube_offset, tube_bone, tube_prev, tube_parent,
+                   tube_child, **_) -> dict[str, torch.Tensor]:
+    """The recipe as ``skinning [V, 81]`` (columns: the 21 joints, then column k of bone b's frame
+    at ``21 + 3 b + k``) and ``rest_offsets [V, 3]``."""
+    palm, tube = palm_offsets.shape[0], tube_s.shape[0]
+    w = torch.zeros(palm + tube, 81, dtype=torch.float64)
+    w[:palm, [1, 5, 9, 13, 17]] = palm_coeffs.double()
+    rows = torch.arange(palm, palm + tube)
+    w[rows, tube_parent] += 1 - tube_s
+    w[rows, tube_child] += tube_s
+    for bone, weight in ((tube_bone, 1 - tube_blend), (tube_prev, tube_blend)):
+        for k in range(3):
+            w[rows, 21 + 3 * bone + k] += weight * tube_offset[:, k]
+    offsets = torch.cat([palm_offsets.double(), torch.zeros(tube, 3, dtype=torch.float64)])
+    return {"skinning": w, "rest_offsets": offsets}
 
 
 def hand_surface(resolution: str) -> HandSurface:

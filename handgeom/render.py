@@ -109,8 +109,11 @@ def interpolate(attributes: Sequence[torch.Tensor], meshes: Sequence[Mesh], frag
     faces = torch.cat([f.long() + o for (_, f), o in zip(meshes, offsets)])
     face_offsets = torch.tensor([0] + [f.shape[0] for _, f in meshes]).cumsum(0)
     hits = frags.hits
-    corners = table[faces[frags.face[hits] + face_offsets[frags.mesh[hits]]]]  # [n, 3, C]
-    return torch.bmm(frags.bary[hits, None, :].to(table.dtype), corners)[:, 0]
+    corners = faces[frags.face[hits] + face_offsets[frags.mesh[hits]]]  # [n, 3]
+    weights = frags.bary[hits].to(table.dtype)
+    # three gathers of rows, not one [n, 3, C] gather and a batched matmul of tiny matrices
+    return (table[corners[:, 0]] * weights[:, 0:1] + table[corners[:, 1]] * weights[:, 1:2]
+            + table[corners[:, 2]] * weights[:, 2:3])
 
 
 def shade(colours: torch.Tensor, normals: torch.Tensor, dirs: torch.Tensor, light: torch.Tensor,

@@ -439,8 +439,7 @@ class SyntheticHandObject(_Scenes):
         surface = hand_model("right", self.resolution).surface
         palm = surface.palm_offsets.shape[0]
         self.moving = torch.arange(palm, surface.num_verts)  # finger tubes; the palm does not move with the angles
-        finger = surface.tube_bone // 4
-        self.finger_verts = [(finger == f).nonzero().squeeze(1) for f in range(5)]  # into `moving`
+        self.finger_of = surface.tube_bone // 4  # [len(moving)]: the finger each moving vertex belongs to
         limits = hand_model("right", self.resolution).limits.double()
         self.lo, self.hi = limits[:, 0], limits[:, 1]
         # joints each closing stage moves per finger: (flexions of all three joints), (the two distal)
@@ -476,13 +475,13 @@ class SyntheticHandObject(_Scenes):
         params.angles[abduction] = self.lo[abduction] + (self.hi - self.lo)[abduction] * _uniform(g, 0.2, 0.8, (6,))
         params.bone_lengths = params.bone_lengths * _uniform(g, 0.95, 1.05, (20,))
         params.scale = _uniform(g, 0.85, 1.1)
-        joints, _ = _posed("right", params, self.resolution)
+        joints, hand = _posed("right", params, self.resolution)  # at the origin, unrotated
         palm_centre = joints[[0, 5, 9, 13, 17]].mean(0)
         R = _frame_with_z(n, float(_uniform(g, 0, 2 * math.pi)))  # the hand's dorsal z away from the object
         params.rotation = R
         params.translation = surface_point - R @ palm_centre  # the palm sunk into the surface
         hand_faces = hand_model("right", self.resolution).faces
-        _, hand = _posed("right", params, self.resolution)
+        hand = hand @ R.T + params.translation  # = the model's vertices for the moved params
         shift = _separation(surface_points(hand, hand_faces), surface_points(verts, faces, 1),
                             MeshBVH(hand[None].float(), hand_faces),
                             bvh, n) + SEPARATION_EPS
@@ -506,7 +505,7 @@ class SyntheticHandObject(_Scenes):
                                        scale=params.scale.expand(n))
                 hand = model(candidate).verts[:, self.moving]  # the vertices that flexion moves
                 inside = points_inside_mesh(hand.reshape(1, -1, 3).float(), None, faces, bvh=bvh).view(n, -1)
-                collides = torch.stack([inside[:, v].any(1) for v in self.finger_verts], 1)  # [n, 5]
+                collides = torch.zeros(n, 5).index_add_(1, self.finger_of, inside.float()) > 0  # [n, 5]
                 first = torch.where(collides.any(0), collides.float().argmax(0), torch.full((5,), n))
                 # bracket the first collision by the candidate before it; no collision: all is free
                 k, f = first.clamp(1, n - 1), torch.arange(5)

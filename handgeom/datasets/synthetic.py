@@ -29,7 +29,7 @@ import torch
 from torch.utils.data import Dataset
 
 from handgeom.datasets.augment import photometric
-from handgeom.datasets.objects import OBJECT_CLASSES, SHAPES, make_object
+from handgeom.datasets.objects import OBJECT_CLASSES, OBJECT_FACES, OBJECT_VERTS, SHAPES, make_object, pad_mesh
 from handgeom.datasets.sample import (HAND_LABELS, OBJECT_LABEL, SIDES, crop_camera, hand_entries, hand_model,
                                       hands_to_camera, render_labels, seeded_generator)
 from handgeom.hand import HandParams
@@ -450,12 +450,14 @@ class SyntheticHandObject(_Scenes):
         for _ in range(self.attempts):  # objects, each with up to `attempts` approaches
             cls = int(torch.randint(len(self.classes), (), generator=g))
             name = self.classes[cls]
-            verts, faces = make_object(name, float(_uniform(g, *self.object_size)), g)
+            # the grasp on the mesh itself; the sample's copy is padded (a third of it, which no query needs)
+            verts, faces = make_object(name, float(_uniform(g, *self.object_size)), g, pad=False)
             bvh = MeshBVH(verts[None].float(), faces)
             for _ in range(self.attempts):
                 params, posed, contacts = self._close(self._approach(verts, faces, bvh, g), verts, faces, bvh)
                 if contacts >= self.min_contacts:
-                    return {"right": params}, {"right": posed}, (verts, faces, OBJECT_CLASSES.index(name))
+                    padded = pad_mesh(verts, faces, OBJECT_VERTS, OBJECT_FACES)
+                    return {"right": params}, {"right": posed}, (*padded, OBJECT_CLASSES.index(name))
         raise RuntimeError(f"SyntheticHandObject: no grasp with {self.min_contacts} fingertip contacts in "
                            f"{self.attempts}x{self.attempts} attempts; lower min_contacts")
 

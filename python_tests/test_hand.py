@@ -221,3 +221,60 @@ def test_cuda_matches_cpu():
     cpu = model(params)
     gpu = model.cuda()(params.to("cuda"))
     torch.testing.assert_close(gpu.verts.cpu(), cpu.verts, rtol=1e-4, atol=1e-6)
+
+
+def _rotation(axis: int, angle: float) -> np.ndarray:
+    """The right-handed rotation by ``angle`` about coordinate axis ``axis``, written out."""
+    c, s = np.cos(angle), np.sin(angle)
+    return [np.array([[1, 0, 0], [0, c, -s], [0, s, c]]), np.array([[c, 0, s], [0, 1, 0], [-s, 0, c]]),
+            np.array([[c, -s, 0], [s, c, 0], [0, 0, 1]])][axis]
+
+
+def test_local_skeleton_by_hand():
+    # each chain: rest frame, then abduction (about z, radial = -), flexion (about x, palmar = -) and
+    # the thumb's twist (about y); the distal joints flex; joints step along each frame's y axis
+    from handgeom.hand.kinematics import _rest_chain_frames, local_skeleton
+    from handgeom.hand.skeleton import CHAIN_ANGLES
+
+    model = HandModel()
+    params = model.sample_poses(8, torch.Generator().manual_seed(3), length_jitter=0.2, dtype=torch.float64)
+    joints, frames = local_skeleton(params.angles, params.bone_lengths)
+    rest = _rest_chain_frames(torch.float64, torch.device("cpu")).numpy()
+    for b in range(8):
+        a = np.append(params.angles[b].numpy(), 0.0)  # index -1: no twist
+        lengths = params.bone_lengths[b].numpy().reshape(5, 4)
+        for f, (flex1, abd, twist, flex2, flex3) in enumerate(CHAIN_ANGLES):
+            f1 = rest[f] @ _rotation(2, -a[abd]) @ _rotation(0, -a[flex1]) @ _rotation(1, a[twist])
+            f2 = f1 @ _rotation(0, -a[flex2])
+            f3 = f2 @ _rotation(0, -a[flex3])
+            chain = [rest[f], f1, f2, f3]
+            point = np.zeros(3)
+            for k, frame in enumerate(chain):
+                point = point + frame[:, 1] * lengths[f, k]
+                np.testing.assert_allclose(joints[b, 1 + 4 * f + k].numpy(), point, rtol=0, atol=1e-15)
+                np.testing.assert_allclose(frames[b, 4 * f + k].numpy(), frame, rtol=0, atol=1e-15)
+    assert (joints[:, 0] == 0).all()
+
+
+@pytest.mark.parametrize("resolution", ["coarse", "fine"])
+def test_surface_follows_its_recipe_by_hand(resolution):
+    # the vertex recipe of HandSurface's docstring, vertex by vertex, against its one matrix product
+    from handgeom.hand.kinematics import local_skeleton
+
+    model = HandModel(resolution=resolution)
+    surface = model.surface
+    params = model.sample_poses(3, torch.Generator().manual_seed(4), length_jitter=0.2, dtype=torch.float64)
+    joints, frames = local_skeleton(params.angles, params.bone_lengths)
+    verts = surface.vertices(joints, frames)
+    palm = surface.palm_offsets.shape[0]
+    for b in range(3):
+        J, F = joints[b].numpy(), frames[b].numpy()
+        for i in range(palm):
+            expected = surface.palm_coeffs[i].numpy() @ J[[1, 5, 9, 13, 17]] + surface.palm_offsets[i].numpy()
+            np.testing.assert_allclose(verts[b, i].numpy(), expected, rtol=0, atol=1e-15)
+        for i in range(surface.tube_s.shape[0]):
+            p, c = int(surface.tube_parent[i]), int(surface.tube_child[i])
+            s, blend = float(surface.tube_s[i]), float(surface.tube_blend[i])
+            frame = (1 - blend) * F[int(surface.tube_bone[i])] + blend * F[int(surface.tube_prev[i])]
+            expected = J[p] + s * (J[c] - J[p]) + frame @ surface.tube_offset[i].numpy()
+            np.testing.assert_allclose(verts[b, palm + i].numpy(), expected, rtol=0, atol=1e-15)

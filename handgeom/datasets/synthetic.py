@@ -465,7 +465,9 @@ class SyntheticHandObject(_Scenes):
         """The open hand, palm towards the object's surface where a ray from a random direction,
         aimed at a random vertex, first meets it, pushed out to the first pose without contact."""
         n = _unit(g)
-        vertex = verts[int(torch.randint(verts.shape[0], (), generator=g))]
+        # a slot of the padded mesh (its padding repeats vertex 0), as the published samples drew it
+        slot = int(torch.randint(OBJECT_VERTS, (), generator=g))
+        vertex = verts[slot if slot < verts.shape[0] else 0]
         for target in (torch.zeros(3, dtype=F64), vertex):  # the centre, or a vertex if that ray misses (a torus)
             t, _, _ = ray_mesh_intersect((target + n).float()[None, None], -n.float()[None, None], None, faces, bvh=bvh)
             if bool(torch.isfinite(t).all()):

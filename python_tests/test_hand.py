@@ -1,11 +1,14 @@
 """The hand model: closed oriented meshes for every pose, kinematics, IK, converters, presets."""
 
+import math
+from dataclasses import fields
+
 import numpy as np
 import pytest
 import torch
 import trimesh
 
-from handgeom.hand import (ANGLE_NAMES, BONES, DEFAULT_BONE_LENGTHS, POSES, TWO_HAND_PRESETS, HandModel,
+from handgeom.hand import (ANGLE_NAMES, BONES, DEFAULT_BONE_LENGTHS, POSES, TWO_HAND_PRESETS, HandModel, HandParams,
                            angle_limits, convert_joints, named_pose, two_hand_preset)
 import references as ref
 
@@ -278,3 +281,17 @@ def test_surface_follows_its_recipe_by_hand(resolution):
             frame = (1 - blend) * F[int(surface.tube_bone[i])] + blend * F[int(surface.tube_prev[i])]
             expected = J[p] + s * (J[c] - J[p]) + frame @ surface.tube_offset[i].numpy()
             np.testing.assert_allclose(verts[b, palm + i].numpy(), expected, rtol=0, atol=1e-15)
+
+
+@pytest.mark.parametrize("shape", [(), (0,), (2, 0, 3), (2, 3)])
+def test_any_batch_shape_empty_included(shape):
+    model = HandModel("left")
+    n = math.prod(shape)
+    flat = model.sample_poses(n, torch.Generator().manual_seed(5), global_rotation=True, dtype=torch.float64)
+    batch = HandParams(**{f.name: getattr(flat, f.name).reshape(shape + getattr(flat, f.name).shape[1:])
+                          for f in fields(HandParams)})
+    out = model(batch)
+    assert out.verts.shape == (*shape, model.num_verts, 3) and out.joints.shape == (*shape, 21, 3)
+    verts = out.verts.reshape(n, model.num_verts, 3)
+    for i in range(n):  # each hand as if alone
+        torch.testing.assert_close(verts[i], model(flat[i]).verts, rtol=0, atol=1e-15)

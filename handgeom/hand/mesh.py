@@ -96,7 +96,7 @@ class HandSurface(torch.nn.Module):
         # the batch as columns of one [V, 81] @ [81, 3 * batch] product (a batched matmul of the
         # small matrices costs four times as much)
         columns = skeleton.movedim(-2, 0)  # [81, ..., 3]
-        verts = (self.skinning.to(joints) @ columns.reshape(81, -1)).view(-1, *columns.shape[1:])
+        verts = (self.skinning.to(joints) @ columns.reshape(81, -1)).view(self.skinning.shape[0], *columns.shape[1:])
         return verts.movedim(0, -2) + self.rest_offsets.to(joints)
 
 

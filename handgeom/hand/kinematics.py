@@ -127,12 +127,9 @@ def _chain_layout() -> tuple[tuple[int, ...], ...]:
                  for slot, (axis, sign) in enumerate(zip(axes, signs)))
 
 
-_CHAIN_LAYOUT = _chain_layout()
-
-
 @functools.lru_cache(maxsize=None)
 def _chain_layout_index(device) -> torch.Tensor:
-    return torch.tensor(_CHAIN_LAYOUT, device=device)
+    return torch.tensor(_chain_layout(), device=device)
 
 
 def local_skeleton(angles: torch.Tensor, bone_lengths: torch.Tensor):

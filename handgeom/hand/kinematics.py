@@ -106,14 +106,15 @@ def _flex(angle: torch.Tensor) -> torch.Tensor:
 
 
 @functools.lru_cache(maxsize=None)
-def _chain_index(device) -> torch.Tensor:
-    return torch.tensor(CHAIN_ANGLES, device=device)
+def _index(values: tuple, device) -> torch.Tensor:
+    """A constant index tensor on ``device``, made once (not on every evaluation)."""
+    return torch.tensor(values, device=device)
 
 
 def chain_angles(angles: torch.Tensor) -> torch.Tensor:
     """``[..., 21] -> [..., 5, 5]`` (base flex, base abd, base twist, 2nd flex, 3rd flex)."""
     padded = torch.cat([angles, torch.zeros_like(angles[..., :1])], -1)  # index -1 -> 0
-    return padded[..., _chain_index(angles.device)]
+    return padded[..., _index(CHAIN_ANGLES, angles.device)]
 
 
 def _chain_layout() -> tuple[tuple[int, ...], ...]:
@@ -127,9 +128,7 @@ def _chain_layout() -> tuple[tuple[int, ...], ...]:
                  for slot, (axis, sign) in enumerate(zip(axes, signs)))
 
 
-@functools.lru_cache(maxsize=None)
-def _chain_layout_index(device) -> torch.Tensor:
-    return torch.tensor(_chain_layout(), device=device)
+_CHAIN_LAYOUT = _chain_layout()
 
 
 def local_skeleton(angles: torch.Tensor, bone_lengths: torch.Tensor):
@@ -149,7 +148,7 @@ def local_skeleton(angles: torch.Tensor, bone_lengths: torch.Tensor):
     a = chain_angles(angles)  # [..., 5, 5]
     c, s = torch.cos(a), torch.sin(a)
     entries = torch.stack([c, -s, s, torch.ones_like(c), torch.zeros_like(c)], -1).flatten(-2)  # [..., 5, 25]
-    flex1, abd, twist, flex2, flex3 = entries[..., _chain_layout_index(angles.device)].unflatten(-1, (3, 3)).unbind(-3)
+    flex1, abd, twist, flex2, flex3 = entries[..., _index(_CHAIN_LAYOUT, angles.device)].unflatten(-1, (3, 3)).unbind(-3)
     f1 = rest @ abd @ flex1 @ twist
     f2 = f1 @ flex2
     f3 = f2 @ flex3

@@ -21,7 +21,7 @@ from __future__ import annotations
 import copy
 import math
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import lru_cache, reduce
 
 import numpy as np
 import torch
@@ -61,8 +61,9 @@ class HandSurface(torch.nn.Module):
     palm vertex i:  v = palm_coeffs[i] @ chain_bases + palm_offsets[i]
     tube vertex i:  v = J[p] + s (J[c] - J[p]) + ((1 - blend) F_b + blend F_prev) @ offset
 
-    Both are linear in the skeleton, the 21 joints and the 60 columns of the 20 bone frames, so
-    :meth:`vertices` is one matrix product with ``skinning [V, 81]`` plus ``rest_offsets [V, 3]``.
+    Both are linear in the skeleton, the 21 joints and the 60 columns of the 20 bone frames: a
+    sparse ``[V, 81]`` matrix of at most 5 terms a row (``skin_index``, ``skin_weight``) plus
+    ``rest_offsets [V, 3]``, which :meth:`vertices` sums term by term.
     """
 
     faces: torch.Tensor  # [F, 3] int64
@@ -75,7 +76,8 @@ class HandSurface(torch.nn.Module):
     tube_offset: torch.Tensor  # [Nt, 3] in the (blended) bone frame
     tube_parent: torch.Tensor  # [Nt] joint at the bone's start
     tube_child: torch.Tensor  # [Nt] joint at the bone's end
-    skinning: torch.Tensor  # [V, 81]: the recipe's weights of the joints and the frames' columns
+    skin_index: torch.Tensor  # [V, T]: the skeleton rows (joints, then frame columns) of each vertex's terms
+    skin_weight: torch.Tensor  # [V, T]: their weights (0 pads a row of fewer terms)
     rest_offsets: torch.Tensor  # [V, 3]: the palm offsets (0 for tube vertices)
 
     def __init__(self, **tensors: torch.Tensor):
@@ -93,17 +95,21 @@ class HandSurface(torch.nn.Module):
     def vertices(self, joints: torch.Tensor, frames: torch.Tensor) -> torch.Tensor:
         """Hand-frame vertices ``[..., V, 3]`` from ``local_skeleton`` output."""
         skeleton = torch.cat([joints, frames.transpose(-1, -2).flatten(-3, -2)], -2)  # [..., 81, 3]
-        # the batch as columns of one [V, 81] @ [81, 3 * batch] product (a batched matmul of the
-        # small matrices costs four times as much)
-        columns = skeleton.movedim(-2, 0)  # [81, ..., 3]
-        verts = (self.skinning.to(joints) @ columns.reshape(81, -1)).view(self.skinning.shape[0], *columns.shape[1:])
-        return verts.movedim(0, -2) + self.rest_offsets.to(joints)
+        # Term by term, in products and sums (no fused multiply-add): every hand gets the same bits
+        # in any batch, where a matrix product rounds by the batch's width. The batch is the
+        # columns, so each operation is one long contiguous loop; 5 terms a row, not the dense 81.
+        columns = skeleton.movedim(-2, 0).reshape(81, -1)  # [81, 3 * batch]
+        count, width = self.skin_index.shape
+        terms = columns.index_select(0, self.skin_index.T.flatten()) * self.skin_weight.T.reshape(-1, 1).to(joints)
+        verts = reduce(torch.add, terms.view(width, count, columns.shape[1]).unbind(0))
+        return verts.view(count, *skeleton.shape[:-2], 3).movedim(0, -2) + self.rest_offsets.to(joints)
 
 
 def _linear_recipe(palm_coeffs, palm_offsets, tube_s, tube_blend, tube_offset, tube_bone, tube_prev, tube_parent,
                    tube_child, **_) -> dict[str, torch.Tensor]:
-    """The recipe as ``skinning [V, 81]`` (columns: the 21 joints, then column k of bone b's frame
-    at ``21 + 3 b + k``) and ``rest_offsets [V, 3]``."""
+    """The recipe as a sparse ``[V, 81]`` matrix (columns: the 21 joints, then column k of bone
+    b's frame at ``21 + 3 b + k``), each row's non-zero terms in column order (``skin_index``,
+    ``skin_weight``, padded with weight 0), and ``rest_offsets [V, 3]``."""
     palm, tube = palm_offsets.shape[0], tube_s.shape[0]
     w = torch.zeros(palm + tube, 81, dtype=torch.float64)
     w[:palm, [1, 5, 9, 13, 17]] = palm_coeffs.double()
@@ -114,7 +120,10 @@ def _linear_recipe(palm_coeffs, palm_offsets, tube_s, tube_blend, tube_offset, t
         for k in range(3):
             w[rows, 21 + 3 * bone + k] += weight * tube_offset[:, k]
     offsets = torch.cat([palm_offsets.double(), torch.zeros(tube, 3, dtype=torch.float64)])
-    return {"skinning": w, "rest_offsets": offsets}
+    terms = int((w != 0).sum(1).max())
+    index = torch.sort(torch.where(w != 0, torch.arange(81), 81), 1).values[:, :terms]  # 81: padding
+    weight = torch.where(index < 81, w.gather(1, index.clamp(max=80)), 0.0)
+    return {"skin_index": index.clamp(max=80), "skin_weight": weight, "rest_offsets": offsets}
 
 
 def hand_surface(resolution: str) -> HandSurface:

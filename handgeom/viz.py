@@ -39,9 +39,9 @@ def render_pixels(meshes: list[ColouredMesh], size: tuple[int, int], background:
                             indexing="ij")
     origins = torch.stack([gx, gy, torch.full_like(gx, float(lo[2]) - 1.0)], -1).view(-1, 3)
     dirs = torch.tensor([0.0, 0.0, 1.0], dtype=torch.float64).expand_as(origins)
-    frags = cast(scene, origins, dirs)
+    frags = cast([scene], origins, dirs)
     hits, t = frags.hits, frags.t[frags.hits]  # shaded: the pixels that see a surface
-    normals = torch.nn.functional.normalize(interpolate([vertex_normals(v, f) for v, f in scene], scene, frags), dim=-1)
+    normals = torch.nn.functional.normalize(interpolate([[vertex_normals(v, f) for v, f in scene]], frags), dim=-1)
     colours = torch.tensor([c for _, _, c in meshes], dtype=torch.float64)[frags.mesh[hits]]
     light = torch.tensor(LIGHT, dtype=torch.float64) / np.linalg.norm(LIGHT)
     lit = shade(colours, normals, dirs[hits], light)

@@ -66,6 +66,17 @@ def test_sample_is_a_pure_function_of_seed_and_index(samples):
     assert not torch.equal(other["joints_3d"], batch[0]["joints_3d"])
 
 
+@pytest.mark.parametrize("options", [{}, {"supersample": 2, "noise": True}])
+def test_a_batch_fetch_gives_each_sample_as_alone(samples, options):
+    """``__getitems__`` (the DataLoader's batched fetch) makes the batch together: bit for bit
+    the samples made one by one, in any order, duplicates and negative indices included."""
+    dataset = type(samples[0])(6, SIZE, seed=7, **options)
+    indices = [4, 1, 5, 1, -6, 2]
+    for index, sample in zip(indices, dataset.__getitems__(indices), strict=True):
+        for key, value in dataset[index].items():
+            assert torch.equal(value, sample[key]), (index, key)
+
+
 def test_two_dataloader_workers_give_the_same_samples():
     dataset = SyntheticInteractingHands(6, 32, seed=3)
     loaded = list(DataLoader(dataset, batch_size=2, num_workers=2))
@@ -260,9 +271,9 @@ def test_palms_are_lighter_than_the_backs_of_the_hands(side):
     seen = {}
     for name, z in (("palm", -1.0), ("back", 1.0)):  # the rest pose's fingers flex towards -z
         origins, dirs = grid + torch.tensor([0.0, 0.0, z]), torch.tensor([0.0, 0.0, -z]).expand(64 * 64, 3)
-        frags = cast([(verts, model.faces)], origins, dirs)
+        frags = cast([[(verts, model.faces)]], origins, dirs)
         assert frags.hit.sum() > 300
-        seen[name] = interpolate([albedo], [(verts, model.faces)], frags).mean()
+        seen[name] = interpolate([[albedo]], frags).mean()
     assert seen["palm"] > seen["back"] + 0.1
 
 

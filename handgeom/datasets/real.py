@@ -590,8 +590,8 @@ class RealHandDataset(Dataset, abc.ABC):
         joints = self.joints[entry] @ R.T + t  # the annotated joints in the camera frame
         sample["joints_3d"] = torch.where(valid[..., None], joints, 0.0).float()
         sample["joints_2d"] = torch.where(valid[..., None], project(joints, K_crop), 0.0).float()
-        _, rendered = render_labels(meshes, labels, K_crop, self.image_size, self.resolution)
-        sample.update(image=image, K=K_crop.float(), **rendered)
+        _, rendered = render_labels([meshes], [labels], K_crop[None], self.image_size, self.resolution)
+        sample.update(image=image, K=K_crop.float(), **{key: value[0] for key, value in rendered.items()})
         sample.update({key: value[index] for key, value in self.extras.items()})
         if self.objects:
             sample.update(object_verts=meshes[-1][0].float(), object_faces=meshes[-1][1])

@@ -124,29 +124,33 @@ def dense_code(resolution: str = "coarse") -> torch.Tensor:
     return ((rest - lo) / (hi - lo)).float()
 
 
-def render_labels(meshes: list[tuple[torch.Tensor, torch.Tensor]], labels: list[int], K: torch.Tensor, size: int,
-                  resolution: str = "coarse", albedo: list[torch.Tensor] | None = None
+def render_labels(scenes: list[list[tuple[torch.Tensor, torch.Tensor]]], labels: list[list[int]], K: torch.Tensor,
+                  size: int, resolution: str = "coarse", albedo: list[list[torch.Tensor]] | None = None
                   ) -> tuple[Fragments, dict[str, torch.Tensor]]:
-    """Ray casts the camera-frame scene ``meshes`` (``(verts, faces)``, one ``labels`` value each:
-    1 right, 2 left, 3 object) through each pixel centre of the crop (in float32) and returns the
-    fragments and the ``mask``, ``depth`` and ``dense`` entries of the sample; with ``albedo``
-    (per-vertex ``[V_m, 3]`` colours of each mesh) also ``"normals"`` and ``"albedo"`` ``[n, 3]``,
-    the interpolated vertex normals and colours at ``frags.hits`` (for shading), in the same pass."""
-    meshes = [(v.float(), f) for v, f in meshes]
-    dirs = pinhole_rays(K, size, size).reshape(-1, 3)
-    frags = cast(meshes, torch.zeros(3), dirs)
-    label = torch.tensor([0] + list(labels))
-    mask = label[frags.mesh + 1].view(size, size)
-    depth = torch.where(frags.hit, frags.t, torch.zeros_like(frags.t)).view(size, size)
+    """Ray casts a batch of camera-frame ``scenes`` (each a list of ``(verts, faces)`` meshes, one
+    ``labels[b]`` value each: 1 right, 2 left, 3 object; the meshes' sizes equal scene by scene,
+    see :func:`~handgeom.render.cast`), scene ``b`` through each pixel centre of its crop ``K[b]``
+    (``K [B, 3, 3]``; in float32), and returns the fragments and the ``mask``, ``depth`` and
+    ``dense`` entries of the samples, stacked (``[B, ...]``); with ``albedo`` (per-vertex ``[V_m,
+    3]`` colours of each mesh of each scene) also ``"normals"`` and ``"albedo"`` ``[n, 3]``, the
+    interpolated vertex normals and colours at ``frags.hits`` (for shading), in the same pass."""
+    scenes = [[(v.float(), f) for v, f in scene] for scene in scenes]
+    batch = len(scenes)
+    dirs = pinhole_rays(K, size, size).reshape(batch, -1, 3)
+    frags = cast(scenes, torch.zeros(3), dirs)
+    label = torch.tensor([[0, *lab] for lab in labels])
+    mask = label.gather(1, (frags.mesh + 1).view(batch, -1)).view(batch, size, size)
+    depth = torch.where(frags.hit, frags.t, torch.zeros_like(frags.t)).view(batch, size, size)
     code = dense_code(resolution)
-    attributes = [code if lab in HAND_LABELS else torch.zeros(v.shape[0], 3) for (v, _), lab in zip(meshes, labels)]
+    attributes = [[code if lab in HAND_LABELS else torch.zeros(v.shape[0], 3) for (v, _), lab in zip(scene, labs)]
+                  for scene, labs in zip(scenes, labels, strict=True)]
     if albedo is not None:
-        attributes = [torch.cat([a, vertex_normals(v, f), c.to(a)], 1)
-                      for a, (v, f), c in zip(attributes, meshes, albedo, strict=True)]
-    values = interpolate(attributes, meshes, frags)
-    dense = torch.zeros(size * size, 3)
+        attributes = [[torch.cat([a, vertex_normals(v, f), c.to(a)], 1) for a, (v, f), c in zip(attrs, scene, colours, strict=True)]
+                      for attrs, scene, colours in zip(attributes, scenes, albedo, strict=True)]
+    values = interpolate(attributes, frags)
+    dense = torch.zeros(batch * size * size, 3)
     dense[frags.hits] = values[:, :3]
-    entries = {"mask": mask, "depth": depth, "dense": dense.T.reshape(3, size, size)}
+    entries = {"mask": mask, "depth": depth, "dense": dense.view(batch, size * size, 3).transpose(1, 2).reshape(batch, 3, size, size)}
     if albedo is not None:
         entries.update(normals=values[:, 3:6], albedo=values[:, 6:])
     return frags, entries

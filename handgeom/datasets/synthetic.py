@@ -68,27 +68,30 @@ def _frame_with_z(n: torch.Tensor, spin: float) -> torch.Tensor:
 
 
 def _posed(side: str, params: HandParams, resolution: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """The joints and vertices of hands ``params`` (any batch shape; each hand's bits as if alone)."""
     out = hand_model(side, resolution)(params)
     return out.joints, out.verts
 
 
 def _separation(moving: torch.Tensor, fixed: torch.Tensor, moving_bvh: MeshBVH, fixed_bvh: MeshBVH,
-                direction: torch.Tensor) -> float:
-    """The smallest shift ``s >= 0`` of the moving mesh along the unit ``direction`` beyond which
-    no moving point (``[N, 3]``, at shift 0) is inside the fixed mesh and no fixed point inside the
-    moving mesh, for every larger shift: exactly the largest last crossing of the rays from the
-    moving points along ``direction`` with the fixed mesh, and from the fixed points along
-    ``-direction`` with the moving mesh. Each last crossing is the first hit of the ray cast back
-    from far beyond both meshes, so this is two calls of :func:`ray_mesh_intersect`."""
+                direction: torch.Tensor) -> torch.Tensor:
+    """For each scene of a batch, the smallest shift ``s >= 0`` of its moving mesh along the unit
+    ``direction [B, 3]`` beyond which no moving point (``[B, N, 3]``, at shift 0) is inside the
+    fixed mesh and no fixed point (``[B, M, 3]``) inside the moving mesh, for every larger shift:
+    exactly the largest last crossing of the rays from the moving points along ``direction`` with
+    the fixed mesh, and from the fixed points along ``-direction`` with the moving mesh. Each last
+    crossing is the first hit of the ray cast back from far beyond both meshes, so this is two
+    calls of :func:`ray_mesh_intersect`. Returns ``[B]`` float64."""
     moving, fixed = moving.float(), fixed.float()
-    both = torch.cat([moving, fixed])
-    far = 2 * float((both.amax(0) - both.amin(0)).norm()) + 1.0
-    shift = 0.0
-    for points, bvh, d in ((moving, fixed_bvh, direction), (fixed, moving_bvh, -direction)):
-        origins = points + far * d.float()
-        t, _, _ = ray_mesh_intersect(origins[None], (-d).float().expand_as(origins)[None], None, bvh.faces, bvh=bvh)
-        shift = max(shift, float((far - t).clamp_min(0).max()))
-    return shift
+    # beyond both meshes: scene by scene, each a Python float, as one scene alone computes it
+    far = torch.tensor([2 * float((both.amax(0) - both.amin(0)).norm()) + 1.0 for both in torch.cat([moving, fixed], 1)])
+    far = far.float()[:, None]
+    shift = torch.zeros(moving.shape[0])
+    for points, bvh, d in ((moving, fixed_bvh, direction.float()), (fixed, moving_bvh, -direction.float())):
+        origins = points + far[..., None] * d[:, None]
+        t, _, _ = ray_mesh_intersect(origins, (-d)[:, None].expand_as(origins), None, bvh.faces, bvh=bvh)
+        shift = torch.maximum(shift, (far - t).clamp_min(0).amax(1))
+    return shift.double()
 
 
 class _Scenes(Dataset):
@@ -122,18 +125,29 @@ class _Scenes(Dataset):
         return seeded_generator(self.tag, self.seed & 0xFFFFFFFF, self.seed >> 32, index)
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        return self.__getitems__([index])[0]
+
+    def __getitems__(self, indices: list[int]) -> list[dict[str, torch.Tensor]]:
+        """Samples ``indices``, made together (the DataLoader's batched fetch): the expensive steps
+        (hand model, BVHs, ray casts, shading) run once for the batch, and each sample has the
+        same bits as when made alone."""
+        indices = [self._checked(index) for index in indices]
+        gs = [self.generator(index) for index in indices]
+        samples = self.render(self.scenes(gs), gs)
+        if self.transform is not None:
+            samples = [self.transform(sample, index) for sample, index in zip(samples, indices)]
+        return samples
+
+    def _checked(self, index: int) -> int:
         if not -self.size <= index < self.size:
             raise IndexError(f"{type(self).__name__}: index {index} out of range for size {self.size}")
-        index %= self.size
-        g = self.generator(index)
-        hands, posed, obj = self.scene(g)
-        sample = self.render(hands, posed, obj, g)
-        return self.transform(sample, index) if self.transform is not None else sample
+        return index % self.size
 
-    def scene(self, g: torch.Generator) -> tuple[dict[str, HandParams], dict[str, tuple[torch.Tensor, torch.Tensor]],
-                                                 tuple | None]:
-        """World-frame hand parameters by side, the hands' ``(joints, verts)`` (the model's output
-        for them) by side, and the object ``(verts, faces, class)`` or None."""
+    def scenes(self, gs: list[torch.Generator]) -> list[tuple[dict[str, HandParams],
+                                                             dict[str, tuple[torch.Tensor, torch.Tensor]], tuple | None]]:
+        """The scene of each sample's generator: world-frame hand parameters by side, the hands'
+        ``(joints, verts)`` (the model's output for them) by side, and the object ``(verts, faces,
+        class)`` or None."""
         raise NotImplementedError
 
     def camera(self, g: torch.Generator) -> torch.Tensor:
@@ -145,12 +159,11 @@ class _Scenes(Dataset):
         (:func:`hand_entries`) and ``K`` of ``views`` cameras (stacked: ``[views, ...]``), each
         drawn as :meth:`camera` draws one; the first camera's are ``self[index]``'s values
         (before ``transform``). A view costs a small fraction of the scene."""
-        if not -self.size <= index < self.size:
-            raise IndexError(f"{type(self).__name__}: index {index} out of range for size {self.size}")
+        index = self._checked(index)
         if not isinstance(views, int) or views < 1:
             raise ValueError(f"{type(self).__name__}.annotations: views must be a positive int, got {views!r}")
-        g = self.generator(index % self.size)
-        hands, posed, obj = self.scene(g)
+        g = self.generator(index)
+        hands, posed, obj = self.scenes([g])[0]
         samples = [self._view(hands, posed, obj, g)[0] for _ in range(views)]
         return {k: torch.stack([s[k] for s in samples]) for k in samples[0]}
 
@@ -171,49 +184,64 @@ class _Scenes(Dataset):
         sample["K"] = K.float()
         return sample, (R, t), K, posed_cam
 
-    def render(self, hands: dict[str, HandParams], posed: dict[str, tuple[torch.Tensor, torch.Tensor]],
-               obj: tuple | None, g: torch.Generator) -> dict[str, torch.Tensor]:
-        sample, (R, t), K, posed_cam = self._view(hands, posed, obj, g)
-        meshes, labels = [], []
-        for slot, side in enumerate(SIDES):
-            if side in hands:
-                meshes.append((posed_cam[side][1], hand_model(side, self.resolution).faces))
-                labels.append(HAND_LABELS[slot])
-        if obj is not None:
-            verts, faces, cls = obj
-            meshes.append((verts @ R.T + t, faces))
-            labels.append(OBJECT_LABEL)
-            sample.update(object_verts=meshes[-1][0].float(), object_faces=faces,
-                          object_pose=torch.cat([R, t[:, None]], 1).float(), object_class=torch.tensor(cls))
-        albedo = [_hand_albedo(_skin(g), SIDES[HAND_LABELS.index(lab)], self.resolution) if lab in HAND_LABELS
-                  else _object_colour(g).float().expand(verts.shape[0], 3) for (verts, _), lab in zip(meshes, labels)]
-        frags, entries = render_labels(meshes, labels, K, self.image_size, self.resolution, albedo=albedo)
+    def render(self, scenes: list[tuple], gs: list[torch.Generator]) -> list[dict[str, torch.Tensor]]:
+        """The samples of ``scenes`` (see :meth:`scenes`), each seen by its own camera."""
+        samples, meshes, labels, albedo, Ks = [], [], [], [], []
+        for (hands, posed, obj), g in zip(scenes, gs, strict=True):
+            sample, (R, t), K, posed_cam = self._view(hands, posed, obj, g)
+            scene, scene_labels = [], []
+            for slot, side in enumerate(SIDES):
+                if side in hands:
+                    scene.append((posed_cam[side][1], hand_model(side, self.resolution).faces))
+                    scene_labels.append(HAND_LABELS[slot])
+            if obj is not None:
+                verts, faces, cls = obj
+                scene.append((verts @ R.T + t, faces))
+                scene_labels.append(OBJECT_LABEL)
+                sample.update(object_verts=scene[-1][0].float(), object_faces=faces,
+                              object_pose=torch.cat([R, t[:, None]], 1).float(), object_class=torch.tensor(cls))
+            albedo.append([_hand_albedo(_skin(g), SIDES[HAND_LABELS.index(lab)], self.resolution) if lab in HAND_LABELS
+                           else _object_colour(g).float().expand(verts.shape[0], 3)
+                           for (verts, _), lab in zip(scene, scene_labels)])
+            samples.append(sample)
+            meshes.append(scene)
+            labels.append(scene_labels)
+            Ks.append(K)
+        Ks = torch.stack(Ks)
+        frags, entries = render_labels(meshes, labels, Ks, self.image_size, self.resolution, albedo=albedo)
         shading = entries.pop("albedo"), entries.pop("normals")
-        sample.update(entries)
-        sample["image"] = self._shade(meshes, albedo, K, frags, shading, g)
-        return sample
+        images = self._shade(meshes, albedo, Ks, frags, shading, gs)
+        for b, sample in enumerate(samples):
+            sample.update({key: value[b] for key, value in entries.items()}, image=images[b])
+        return samples
 
-    def _shade(self, meshes, albedo, K, frags, shading, g) -> torch.Tensor:
-        """The image: the pixel centres' ``shading`` (interpolated albedo and normals of
+    def _shade(self, meshes, albedo, Ks, frags, shading, gs) -> list[torch.Tensor]:
+        """The images: the pixel centres' ``shading`` (interpolated albedo and normals of
         ``frags``), or with supersampling, those of ``s x s`` rays per pixel cast here."""
         size, s = self.image_size, self.supersample
-        light = torch.nn.functional.normalize(torch.tensor([0.0, 0.0, -1.0]) + 0.8 * _unit(g).float(), dim=0)
-        ambient = float(_uniform(g, 0.25, 0.5))
-        background = _background(size, g)
         if s > 1:  # the image from s x s rays per pixel; the labels stay the pixel centres'
-            meshes = [(v.float(), f) for v, f in meshes]
-            frags = cast(meshes, torch.zeros(3), pinhole_rays(K, size, size, s).reshape(-1, 3).float())
-            values = interpolate([torch.cat([vertex_normals(v, f), c], 1) for c, (v, f) in zip(albedo, meshes, strict=True)], meshes, frags)
+            meshes = [[(v.float(), f) for v, f in scene] for scene in meshes]
+            frags = cast(meshes, torch.zeros(3), pinhole_rays(Ks, size, size, s).reshape(len(meshes), -1, 3).float())
+            values = interpolate([[torch.cat([vertex_normals(v, f), c], 1) for c, (v, f) in zip(colours, scene, strict=True)]
+                                  for colours, scene in zip(albedo, meshes, strict=True)], frags)
             shading = values[:, 3:], values[:, :3]
         colours, normals = shading
-        image = background.permute(1, 2, 0)
-        if s > 1:
-            image = image.repeat_interleave(s, 0).repeat_interleave(s, 1)
-        image = image.reshape(-1, 3).clone()  # the hits are written into it: not into `background`
-        image[frags.hits] = shade(colours, torch.nn.functional.normalize(normals, dim=-1), frags.dirs[frags.hits], light,
-                                  ambient)
-        image = image.view(size, s, size, s, 3).mean((1, 3)).permute(2, 0, 1).clamp(0, 1).contiguous()
-        return photometric(image, g) if self.noise else image
+        normals = torch.nn.functional.normalize(normals, dim=-1)
+        rays = (size * s) ** 2
+        bounds = torch.searchsorted(frags.hits, torch.arange(len(gs) + 1) * rays).tolist()  # each scene's hits
+        images = []
+        for b, g in enumerate(gs):
+            light = torch.nn.functional.normalize(torch.tensor([0.0, 0.0, -1.0]) + 0.8 * _unit(g).float(), dim=0)
+            ambient = float(_uniform(g, 0.25, 0.5))
+            image = _background(size, g).permute(1, 2, 0)
+            if s > 1:
+                image = image.repeat_interleave(s, 0).repeat_interleave(s, 1)
+            image = image.reshape(-1, 3).clone()  # the hits are written into it: not into the background
+            hits, mine = frags.hits[bounds[b]:bounds[b + 1]], slice(bounds[b], bounds[b + 1])
+            image[hits - b * rays] = shade(colours[mine], normals[mine], frags.dirs[hits], light, ambient)
+            image = image.view(size, s, size, s, 3).mean((1, 3)).permute(2, 0, 1).clamp(0, 1).contiguous()
+            images.append(photometric(image, g) if self.noise else image)
+        return images
 
 
 def _skin(g: torch.Generator) -> torch.Tensor:
@@ -364,27 +392,39 @@ class SyntheticInteractingHands(_Scenes):
         x, y = math.cos(roll) * x + math.sin(roll) * y, -math.sin(roll) * x + math.cos(roll) * y
         return torch.stack([x, y, z])  # rows: the camera's axes in the world
 
-    def scene(self, g):
-        right, left = (_sample_hand(side, g, self.resolution) for side in SIDES)
-        if self.arrangement == "body":
-            right.rotation = _body_rotation(g)
-            left.rotation = BODY_MIRROR @ _body_rotation(g) @ BODY_MIRROR
+    def scenes(self, gs):
+        pairs = []
+        for g in gs:
+            right, left = (_sample_hand(side, g, self.resolution) for side in SIDES)
+            if self.arrangement == "body":
+                right.rotation = _body_rotation(g)
+                left.rotation = BODY_MIRROR @ _body_rotation(g) @ BODY_MIRROR
+            pairs.append((right, left))
         faces = [hand_model(side, self.resolution).faces for side in SIDES]
-        (j_right, v_right), (j_left, v_left) = _posed("right", right, self.resolution), _posed("left", left, self.resolution)
-        u = _unit(g) if self.arrangement == "random" else _cone(g, -RIGHT, 60.0)  # where the left hand comes from
-        lateral = torch.linalg.cross(u, _unit(g))
-        lateral = lateral / lateral.norm().clamp_min(1e-12) * float(_uniform(g, 0, self.lateral))
-        c_right = (v_right.amin(0) + v_right.amax(0)) / 2
-        c_left = (v_left.amin(0) + v_left.amax(0)) / 2
-        start = c_right - c_left + lateral
-        v_left = v_left + start
-        bvh_right, bvh_left = MeshBVH(v_right[None].float(), faces[0]), MeshBVH(v_left[None].float(), faces[1])
-        shift = _separation(surface_points(v_left, faces[1], 1), surface_points(v_right, faces[0], 1), bvh_left,
-                            bvh_right, u) + SEPARATION_EPS
-        gap = self.near_gap if bool(torch.rand((), generator=g) < self.contact) else self.far_gap
-        move = start + (shift + float(_uniform(g, *gap))) * u
-        left.translation = left.translation + move
-        return {"right": right, "left": left}, {"right": (j_right, v_right), "left": (j_left + move, v_left - start + move)}, None
+        (j_right, v_right), (j_left, v_left) = (_posed(side, HandParams.stack([pair[k] for pair in pairs]), self.resolution)
+                                                for k, side in enumerate(SIDES))
+        ways, laterals = [], []
+        for g in gs:
+            u = _unit(g) if self.arrangement == "random" else _cone(g, -RIGHT, 60.0)  # where the left hand comes from
+            lateral = torch.linalg.cross(u, _unit(g))
+            ways.append(u)
+            laterals.append(lateral / lateral.norm().clamp_min(1e-12) * float(_uniform(g, 0, self.lateral)))
+        c_right = (v_right.amin(1) + v_right.amax(1)) / 2
+        c_left = (v_left.amin(1) + v_left.amax(1)) / 2
+        start = c_right - c_left + torch.stack(laterals)
+        v_left = v_left + start[:, None]
+        bvh_right, bvh_left = MeshBVH(v_right.float(), faces[0]), MeshBVH(v_left.float(), faces[1])
+        shifts = _separation(surface_points(v_left, faces[1], 1), surface_points(v_right, faces[0], 1), bvh_left,
+                             bvh_right, torch.stack(ways)) + SEPARATION_EPS
+        scenes = []
+        for b, g in enumerate(gs):
+            gap = self.near_gap if bool(torch.rand((), generator=g) < self.contact) else self.far_gap
+            move = start[b] + (float(shifts[b]) + float(_uniform(g, *gap))) * ways[b]
+            right, left = pairs[b]
+            left.translation = left.translation + move
+            scenes.append(({"right": right, "left": left},
+                           {"right": (j_right[b], v_right[b]), "left": (j_left[b] + move, v_left[b] - start[b] + move)}, None))
+        return scenes
 
 
 class SyntheticSingleHand(_Scenes):
@@ -399,10 +439,19 @@ class SyntheticSingleHand(_Scenes):
             raise ValueError(f"SyntheticSingleHand: side must be 'right', 'left' or 'random', got {side!r}")
         self.side = side
 
-    def scene(self, g):
-        side = SIDES[int(torch.randint(2, (), generator=g))] if self.side == "random" else self.side
-        params = _sample_hand(side, g, self.resolution)
-        return {side: params}, {side: _posed(side, params, self.resolution)}, None
+    def scenes(self, gs):
+        hands = []
+        for g in gs:
+            side = SIDES[int(torch.randint(2, (), generator=g))] if self.side == "random" else self.side
+            hands.append((side, _sample_hand(side, g, self.resolution)))
+        posed = [None] * len(hands)
+        for side in SIDES:  # one hand-model call per side
+            mine = [b for b, (s, _) in enumerate(hands) if s == side]
+            if mine:
+                joints, verts = _posed(side, HandParams.stack([hands[b][1] for b in mine]), self.resolution)
+                for k, b in enumerate(mine):
+                    posed[b] = joints[k], verts[k]
+        return [({side: params}, {side: pose}, None) for (side, params), pose in zip(hands, posed)]
 
 
 class SyntheticHandObject(_Scenes):
@@ -446,7 +495,10 @@ class SyntheticHandObject(_Scenes):
         chains = [(0, 3, 4)] + [(5 + 4 * f, 7 + 4 * f, 8 + 4 * f) for f in range(4)]
         self.stages = [torch.tensor(chains), torch.tensor([c[1:] for c in chains])]
 
-    def scene(self, g):
+    def scenes(self, gs):
+        return [self._grasp(g) for g in gs]
+
+    def _grasp(self, g):
         for _ in range(self.attempts):  # objects, each with up to `attempts` approaches
             cls = int(torch.randint(len(self.classes), (), generator=g))
             name = self.classes[cls]
@@ -486,10 +538,9 @@ class SyntheticHandObject(_Scenes):
         params.translation = surface_point - R @ palm_centre  # the palm sunk into the surface
         hand_faces = hand_model("right", self.resolution).faces
         hand = hand @ R.T + params.translation  # = the model's vertices for the moved params
-        shift = _separation(surface_points(hand, hand_faces), surface_points(verts, faces, 1),
-                            MeshBVH(hand[None].float(), hand_faces),
-                            bvh, n) + SEPARATION_EPS
-        params.translation = params.translation + shift * n
+        shift = _separation(surface_points(hand, hand_faces)[None], surface_points(verts, faces, 1)[None],
+                            MeshBVH(hand[None].float(), hand_faces), bvh, n[None]) + SEPARATION_EPS
+        params.translation = params.translation + float(shift) * n
         return params
 
     def _close(self, params: HandParams, verts, faces, bvh) -> tuple[HandParams, tuple, int]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import Sequence
 
 import torch
 
@@ -46,6 +47,11 @@ class HandParams:
     def __getitem__(self, index) -> "HandParams":
         """Indexes the batch dimensions, e.g. ``params[3]`` or ``params[:8]``."""
         return HandParams(**{f.name: getattr(self, f.name)[index] for f in fields(self)})
+
+    @staticmethod
+    def stack(params: Sequence["HandParams"]) -> "HandParams":
+        """The hands of ``params`` (equal batch shapes and rotation forms) along a new first dimension."""
+        return HandParams(**{f.name: torch.stack([getattr(p, f.name) for p in params]) for f in fields(HandParams)})
 
 
 @dataclass

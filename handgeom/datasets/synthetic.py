@@ -496,78 +496,107 @@ class SyntheticHandObject(_Scenes):
         self.stages = [torch.tensor(chains), torch.tensor([c[1:] for c in chains])]
 
     def scenes(self, gs):
-        return [self._grasp(g) for g in gs]
+        """Grasps for all samples at once, in rounds: each round gives every sample still without a
+        grasp one approach (on a new object when its object has had ``attempts``), batched."""
+        objects: list[tuple | None] = [None] * len(gs)  # (verts, faces, class) padded, as the sample holds it
+        tries = [[0, 0] for _ in gs]  # objects drawn, approaches on the current object
+        grasps: list[tuple | None] = [None] * len(gs)
+        pending = list(range(len(gs)))
+        while pending:
+            for b in pending:
+                if tries[b][0] == 0 or tries[b][1] == self.attempts:
+                    if tries[b][0] == self.attempts:
+                        raise RuntimeError(f"SyntheticHandObject: no grasp with {self.min_contacts} fingertip contacts "
+                                           f"in {self.attempts}x{self.attempts} attempts; lower min_contacts")
+                    g = gs[b]
+                    cls = int(torch.randint(len(self.classes), (), generator=g))
+                    name = self.classes[cls]
+                    objects[b] = (*make_object(name, float(_uniform(g, *self.object_size)), g), OBJECT_CLASSES.index(name))
+                    tries[b] = [tries[b][0] + 1, 0]
+                tries[b][1] += 1
+            verts = torch.stack([objects[b][0] for b in pending])
+            faces = torch.stack([objects[b][1] for b in pending])
+            # the padding (copies of vertex 0, faces (0, 0, 0)) changes no query's answer
+            bvh = MeshBVH(verts.float(), faces)
+            params = self._approach([gs[b] for b in pending], verts, faces, bvh)
+            params, (joints, hands), contacts = self._close(params, bvh)
+            for k, b in enumerate(pending):
+                if contacts[k] >= self.min_contacts:
+                    grasps[b] = {"right": params[k]}, {"right": (joints[k], hands[k])}, objects[b]
+            pending = [b for b in pending if grasps[b] is None]
+        return grasps
 
-    def _grasp(self, g):
-        for _ in range(self.attempts):  # objects, each with up to `attempts` approaches
-            cls = int(torch.randint(len(self.classes), (), generator=g))
-            name = self.classes[cls]
-            # the grasp on the mesh itself; the sample's copy is padded (a third of it, which no query needs)
-            verts, faces = make_object(name, float(_uniform(g, *self.object_size)), g, pad=False)
-            bvh = MeshBVH(verts[None].float(), faces)
-            for _ in range(self.attempts):
-                params, posed, contacts = self._close(self._approach(verts, faces, bvh, g), verts, faces, bvh)
-                if contacts >= self.min_contacts:
-                    padded = pad_mesh(verts, faces, OBJECT_VERTS, OBJECT_FACES)
-                    return {"right": params}, {"right": posed}, (*padded, OBJECT_CLASSES.index(name))
-        raise RuntimeError(f"SyntheticHandObject: no grasp with {self.min_contacts} fingertip contacts in "
-                           f"{self.attempts}x{self.attempts} attempts; lower min_contacts")
-
-    def _approach(self, verts, faces, bvh, g) -> HandParams:
-        """The open hand, palm towards the object's surface where a ray from a random direction,
-        aimed at a random vertex, first meets it, pushed out to the first pose without contact."""
-        n = _unit(g)
-        # a slot of the padded mesh (its padding repeats vertex 0), as the published samples drew it
-        slot = int(torch.randint(OBJECT_VERTS, (), generator=g))
-        vertex = verts[slot if slot < verts.shape[0] else 0]
-        for target in (torch.zeros(3, dtype=F64), vertex):  # the centre, or a vertex if that ray misses (a torus)
-            t, _, _ = ray_mesh_intersect((target + n).float()[None, None], -n.float()[None, None], None, faces, bvh=bvh)
-            if bool(torch.isfinite(t).all()):
-                break
-        surface_point = target + n * (1 - float(t.clamp(max=1.0)))  # a grazing ray: the vertex itself
-        params = hand_model("right", self.resolution).rest_pose((), F64)
-        params.angles = self.lo + (self.hi - self.lo) * _uniform(g, 0.0, 0.3, (21,))
+    def _approach(self, gs, verts, faces, bvh) -> HandParams:
+        """The open hands ``[B]``, palm towards each object's surface where a ray from a random
+        direction, aimed at a random vertex, first meets it, pushed out to the first pose without
+        contact. Objects ``verts [B, V, 3]``, ``faces [B, F, 3]`` (padded), their ``bvh``."""
+        model = hand_model("right", self.resolution)
+        normals, vertices, hands, spins = [], [], [], []
         abduction = torch.tensor([1, 2, 6, 10, 14, 18])  # thumb CMC abduction, twist; finger abductions
-        params.angles[abduction] = self.lo[abduction] + (self.hi - self.lo)[abduction] * _uniform(g, 0.2, 0.8, (6,))
-        params.bone_lengths = params.bone_lengths * _uniform(g, 0.95, 1.05, (20,))
-        params.scale = _uniform(g, 0.85, 1.1)
+        for g, v in zip(gs, verts):
+            normals.append(_unit(g))
+            vertices.append(v[int(torch.randint(OBJECT_VERTS, (), generator=g))])  # a padded slot is vertex 0
+            params = model.rest_pose((), F64)
+            params.angles = self.lo + (self.hi - self.lo) * _uniform(g, 0.0, 0.3, (21,))
+            params.angles[abduction] = self.lo[abduction] + (self.hi - self.lo)[abduction] * _uniform(g, 0.2, 0.8, (6,))
+            params.bone_lengths = params.bone_lengths * _uniform(g, 0.95, 1.05, (20,))
+            params.scale = _uniform(g, 0.85, 1.1)
+            hands.append(params)
+            spins.append(float(_uniform(g, 0, 2 * math.pi)))
+        n = torch.stack(normals)
+        # the ray at the centre, or at the vertex if that one misses (a torus)
+        targets = torch.stack([torch.zeros_like(n), torch.stack(vertices)], 1)  # [B, 2, 3]
+        t, _, _ = ray_mesh_intersect((targets + n[:, None]).float(), -n[:, None].float().expand(-1, 2, 3), None, faces, bvh=bvh)
+        centre_hit = torch.isfinite(t[:, 0])
+        target = torch.where(centre_hit[:, None], targets[:, 0], targets[:, 1])
+        t = torch.where(centre_hit, t[:, 0], t[:, 1])
+        surface_point = target + n * (1 - t.clamp(max=1.0).double())[:, None]  # a grazing ray: the vertex itself
+        params = HandParams.stack(hands)
         joints, hand = _posed("right", params, self.resolution)  # at the origin, unrotated
-        palm_centre = joints[[0, 5, 9, 13, 17]].mean(0)
-        R = _frame_with_z(n, float(_uniform(g, 0, 2 * math.pi)))  # the hand's dorsal z away from the object
-        params.rotation = R
-        params.translation = surface_point - R @ palm_centre  # the palm sunk into the surface
-        hand_faces = hand_model("right", self.resolution).faces
-        hand = hand @ R.T + params.translation  # = the model's vertices for the moved params
-        shift = _separation(surface_points(hand, hand_faces)[None], surface_points(verts, faces, 1)[None],
-                            MeshBVH(hand[None].float(), hand_faces), bvh, n[None]) + SEPARATION_EPS
-        params.translation = params.translation + float(shift) * n
+        palm_centre = joints[:, [0, 5, 9, 13, 17]].mean(1)
+        rotations, moved = [], []
+        for b in range(len(gs)):  # the hand's dorsal z away from the object
+            R = _frame_with_z(n[b], spins[b])
+            rotations.append(R)
+            moved.append(surface_point[b] - R @ palm_centre[b])  # the palm sunk into the surface
+        params.rotation, params.translation = torch.stack(rotations), torch.stack(moved)
+        hand = torch.stack([h @ R.T + t for h, R, t in zip(hand, rotations, moved)])  # = the model's for the moved params
+        hand_faces = model.faces
+        object_points = torch.stack([surface_points(v, f, 1) for v, f in zip(verts, faces)])
+        shift = _separation(surface_points(hand, hand_faces), object_points, MeshBVH(hand.float(), hand_faces), bvh,
+                            n) + SEPARATION_EPS
+        params.translation = params.translation + shift[:, None] * n
         return params
 
-    def _close(self, params: HandParams, verts, faces, bvh) -> tuple[HandParams, tuple, int]:
-        """Closes each finger until contact (two stages, see the class docstring); returns the
-        grasp, its ``(joints, verts)`` and its number of fingertips within the contact tolerance."""
+    def _close(self, params: HandParams, bvh: MeshBVH) -> tuple[HandParams, tuple, torch.Tensor]:
+        """Closes each finger of the hands ``params [B]`` on the objects of ``bvh`` until contact
+        (two stages, see the class docstring); returns the grasps, their ``(joints, verts)`` and
+        their numbers of fingertips within the contact tolerance ``[B]``."""
         model = hand_model("right", self.resolution)
+        B = params.angles.shape[0]
         for joints in self.stages:  # [5, k] angle indices per finger
-            start = params.angles[joints]
+            start = params.angles[:, joints]  # [B, 5, k]
             target = self.hi[joints]
-            t_lo, t_hi = torch.zeros(5, dtype=F64), torch.ones(5, dtype=F64)
+            t_lo, t_hi = torch.zeros(B, 5, dtype=F64), torch.ones(B, 5, dtype=F64)
             for n in (16, 16):
-                ts = t_lo + (t_hi - t_lo) * torch.linspace(0, 1, n, dtype=F64)[:, None]  # [n, 5]
-                angles = params.angles.expand(n, 21).clone()
-                angles[:, joints] = start + ts[..., None] * (target - start)
-                candidate = HandParams(rotation=params.rotation.expand(n, 3, 3), translation=params.translation.expand(n, 3),
-                                       bone_lengths=params.bone_lengths.expand(n, 20), angles=angles,
-                                       scale=params.scale.expand(n))
-                hand = model(candidate).verts[:, self.moving]  # the vertices that flexion moves
-                inside = points_inside_mesh(hand.reshape(1, -1, 3).float(), None, faces, bvh=bvh).view(n, -1)
-                collides = torch.zeros(n, 5).index_add_(1, self.finger_of, inside.float()) > 0  # [n, 5]
-                first = torch.where(collides.any(0), collides.float().argmax(0), torch.full((5,), n))
+                ts = t_lo[:, None] + (t_hi - t_lo)[:, None] * torch.linspace(0, 1, n, dtype=F64)[:, None]  # [B, n, 5]
+                angles = params.angles[:, None].expand(B, n, 21).clone()
+                angles[:, :, joints] = start[:, None] + ts[..., None] * (target - start)[:, None]
+                candidate = HandParams(rotation=params.rotation[:, None].expand(B, n, 3, 3),
+                                       translation=params.translation[:, None].expand(B, n, 3),
+                                       bone_lengths=params.bone_lengths[:, None].expand(B, n, 20), angles=angles,
+                                       scale=params.scale[:, None].expand(B, n))
+                hand = model(candidate).verts[:, :, self.moving]  # the vertices that flexion moves
+                inside = points_inside_mesh(hand.reshape(B, -1, 3).float(), None, bvh.faces, bvh=bvh).view(B, n, -1)
+                collides = torch.zeros(B, n, 5).index_add_(2, self.finger_of, inside.float()) > 0  # [B, n, 5]
+                first = torch.where(collides.any(1), collides.float().argmax(1), n)  # [B, 5]
                 # bracket the first collision by the candidate before it; no collision: all is free
-                k, f = first.clamp(1, n - 1), torch.arange(5)
-                t_lo = torch.where(first == n, ts[-1], torch.where(first == 0, ts[0], ts[k - 1, f]))
-                t_hi = torch.where(first == n, ts[-1], torch.where(first == 0, ts[0], ts[k, f]))
+                k = first.clamp(1, n - 1)
+                before, at = ts.gather(1, (k - 1)[:, None]).squeeze(1), ts.gather(1, k[:, None]).squeeze(1)
+                t_lo = torch.where(first == n, ts[:, -1], torch.where(first == 0, ts[:, 0], before))
+                t_hi = torch.where(first == n, ts[:, -1], torch.where(first == 0, ts[:, 0], at))
             params.angles = params.angles.clone()
-            params.angles[joints] = start + t_lo[:, None] * (target - start)
+            params.angles[:, joints] = start + t_lo[..., None] * (target - start)
         hand = model(params)
-        distance, _, _ = signed_distance(hand.joints[list(TIPS)][None].float(), verts[None].float(), faces, bvh=bvh)
-        return params, (hand.joints, hand.verts), int((distance.abs() <= self.contact_tolerance).sum())
+        distance, _, _ = signed_distance(hand.joints[:, list(TIPS)].float(), None, bvh.faces, bvh=bvh)
+        return params, (hand.joints, hand.verts), (distance.abs() <= self.contact_tolerance).sum(1)

@@ -3,7 +3,11 @@ queries, rendered with its ray casting (:mod:`handgeom.render`).
 
 Three map-style datasets, ``Cls(size, image_size=256, seed=0, **options)``, whose sample ``i`` is
 a pure function of ``(seed, i)`` (its own random generator, seeded from both): the same on every
-call, in every DataLoader worker and on every machine; a held-out split is another seed.
+call, in every DataLoader worker and on every machine; a held-out split is another seed. A
+DataLoader's batch is made together (``__getitems__``): one hand-model call, one BVH build and one
+ray cast per step for the whole batch instead of per sample, each sample bit for bit as alone
+(every step's answer for a sample depends on that sample alone, and each sample draws from its own
+generator in the same order).
 
 - :class:`SyntheticInteractingHands`: a right and a left hand in close interaction, intersection-free.
 - :class:`SyntheticHandObject`: a right hand grasping one of eight procedural objects.

@@ -167,7 +167,12 @@ def place(points: torch.Tensor, rotation: torch.Tensor, translation: torch.Tenso
         points = points * points.new_tensor([-1.0, 1.0, 1.0])
     if isinstance(scale, torch.Tensor):
         scale = scale.unsqueeze(-1).unsqueeze(-1)
-    return (points * scale) @ rotation_matrix(rotation).transpose(-1, -2) + translation.unsqueeze(-2)
+    points = points * scale
+    R = rotation_matrix(rotation).unsqueeze(-3)  # [..., 1, 3, 3]
+    # R p written out in products and sums: a hand's bits never depend on its batch, and a batched
+    # product of 3 x 3 matrices costs about 20 µs a hand
+    rotated = points[..., 0:1] * R[..., 0] + points[..., 1:2] * R[..., 1] + points[..., 2:3] * R[..., 2]
+    return rotated + translation.unsqueeze(-2)
 
 
 def forward_kinematics(angles: torch.Tensor, bone_lengths: torch.Tensor, rotation: torch.Tensor,

@@ -75,6 +75,9 @@ def test_a_batch_fetch_gives_each_sample_as_alone(samples, options):
     for index, sample in zip(indices, dataset.__getitems__(indices), strict=True):
         for key, value in dataset[index].items():
             assert torch.equal(value, sample[key]), (index, key)
+    assert dataset.__getitems__([]) == []
+    with pytest.raises(IndexError, match="index 6 out of range"):
+        dataset.__getitems__([0, 6])
 
 
 def test_two_dataloader_workers_give_the_same_samples():

@@ -136,6 +136,8 @@ class _Scenes(Dataset):
         (hand model, BVHs, ray casts, shading) run once for the batch, and each sample has the
         same bits as when made alone."""
         indices = [self._checked(index) for index in indices]
+        if not indices:
+            return []
         gs = [self.generator(index) for index in indices]
         samples = self.render(self.scenes(gs), gs)
         if self.transform is not None:

@@ -78,17 +78,16 @@ def cast(scenes: Sequence[Scene], origins: torch.Tensor, dirs: torch.Tensor) -> 
     scene by scene (the same vertex and face counts in the same order)."""
     if not scenes or not all(scenes):
         raise ValueError("cast: scenes must hold at least one scene of at least one (verts, faces) mesh")
-    sizes = [(v.shape[0], f.shape[0]) for v, f in scenes[0]]
-    for b, scene in enumerate(scenes):
-        if [(v.shape[0], f.shape[0]) for v, f in scene] != sizes:
-            raise ValueError(f"cast: scene {b} has meshes of (vertex, face) counts "
-                             f"{[(v.shape[0], f.shape[0]) for v, f in scene]}, scene 0 {sizes}; a batch of "
-                             "scenes needs the same sizes")
+    sizes = [[(v.shape[0], f.shape[0]) for v, f in scene] for scene in scenes]
+    for b, scene_sizes in enumerate(sizes):
+        if scene_sizes != sizes[0]:
+            raise ValueError(f"cast: scene {b} has meshes of (vertex, face) counts {scene_sizes}, scene 0 "
+                             f"{sizes[0]}; a batch of scenes needs the same sizes")
     dtype = scenes[0][0][0].dtype
     offsets = [0]
-    for count, _ in sizes[:-1]:
+    for count, _ in sizes[0][:-1]:
         offsets.append(offsets[-1] + count)
-    counts = torch.tensor([0] + [f for _, f in sizes]).cumsum(0)
+    counts = torch.tensor([0] + [f for _, f in sizes[0]]).cumsum(0)
     verts = torch.stack([torch.cat([v.detach().to(dtype) for v, _ in scene]) for scene in scenes])  # [B, V, 3]
     shared = all(f is g for scene in scenes for (_, f), (_, g) in zip(scene, scenes[0]))
     faces = torch.stack([torch.cat([f.long() + o for (_, f), o in zip(scene, offsets)])
@@ -108,7 +107,7 @@ def cast(scenes: Sequence[Scene], origins: torch.Tensor, dirs: torch.Tensor) -> 
     mesh = torch.where(hit, mesh, -1)
     face = torch.where(hit, face - counts[mesh.clamp_min(0)], -1)
     return Fragments(mesh=mesh, face=face, bary=bary, t=t, dirs=dirs.reshape(-1, 3), hits=hits, corners=corners,
-                     vertex_counts=[[v.shape[0] for v, _ in scene] for scene in scenes])
+                     vertex_counts=[[count for count, _ in scene_sizes] for scene_sizes in sizes])
 
 
 def vertex_normals(verts: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:

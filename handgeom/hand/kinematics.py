@@ -163,16 +163,17 @@ def place(points: torch.Tensor, rotation: torch.Tensor, translation: torch.Tenso
           scale: torch.Tensor | float = 1.0) -> torch.Tensor:
     """Hand-frame points ``[..., N, 3]`` to the world: scaled about the wrist, mirrored (x
     negated) for the left hand, rotated (axis-angle, 6D or matrix) and translated."""
+    factor = scale.unsqueeze(-1).unsqueeze(-1) if isinstance(scale, torch.Tensor) else scale
     if mirror:
-        points = points * points.new_tensor([-1.0, 1.0, 1.0])
-    if isinstance(scale, torch.Tensor):
-        scale = scale.unsqueeze(-1).unsqueeze(-1)
-    points = points * scale
-    R = rotation_matrix(rotation).unsqueeze(-3)  # [..., 1, 3, 3]
-    # R p written out in products and sums: a hand's bits never depend on its batch, and a batched
-    # product of 3 x 3 matrices costs about 20 µs a hand
-    rotated = points[..., 0:1] * R[..., 0] + points[..., 1:2] * R[..., 1] + points[..., 2:3] * R[..., 2]
-    return rotated + translation.unsqueeze(-2)
+        factor = factor * points.new_tensor([-1.0, 1.0, 1.0])[:, None]
+    # R p written out in products and sums over coordinate rows [..., N]: a hand's bits never
+    # depend on its batch (a batched 3 x 3 matrix product rounds by the batch and costs ~20 µs a
+    # hand), and each operation is a contiguous loop (over [..., N, 3] the inner dimension of 3
+    # ran unvectorized: 3.7 against 1.4 ms for 256 hands)
+    x, y, z = (points.transpose(-1, -2).contiguous() * factor).unbind(-2)
+    R = rotation_matrix(rotation)
+    return torch.stack([x * R[..., i, 0, None] + y * R[..., i, 1, None] + z * R[..., i, 2, None] + translation[..., i, None]
+                        for i in range(3)], -1)
 
 
 def forward_kinematics(angles: torch.Tensor, bone_lengths: torch.Tensor, rotation: torch.Tensor,

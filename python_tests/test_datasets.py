@@ -169,6 +169,7 @@ def test_objects_are_closed(name):
     verts, faces = make_object(name, 0.1, g, pad=False)
     mesh = trimesh.Trimesh(verts.numpy(), faces.numpy(), process=False)
     assert mesh.is_watertight and mesh.is_winding_consistent and mesh.volume > 0
+    assert faces.shape[0] == OBJECT_FACES and mesh.area_faces.min() > 0  # every shape: the same real faces, no padding
     assert abs(float((verts.amax(0) - verts.amin(0)).max()) - 0.1) < 1e-9
     padded_v, padded_f = make_object(name, 0.1, torch.Generator().manual_seed(1))
     probe = torch.rand(1, 500, 3, dtype=torch.float64) * 0.12 - 0.06

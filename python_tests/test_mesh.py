@@ -339,6 +339,20 @@ def test_bvh_refit_equals_rebuild():
                        points_inside_mesh(points, moved, model.faces))
 
 
+@pytest.mark.parametrize("shared", [True, False])
+def test_bvh_selection_equals_a_build_of_the_selected_meshes(shared):
+    model = HandModel()
+    verts = model(model.sample_poses(3, torch.Generator().manual_seed(14), dtype=torch.float64)).verts
+    faces = model.faces if shared else torch.stack([model.faces, model.faces.flip(1), model.faces.roll(1, 0)])
+    rows = [2, 0, 2]
+    picked, built = MeshBVH(verts, faces)[rows], MeshBVH(verts[rows], faces if shared else faces[rows])
+    for name in ("order", "tris", "boxes", "verts", "finite", "scale", "faces"):
+        assert torch.equal(getattr(picked, name), getattr(built, name)), name
+    points = verts[rows].mean(1, keepdim=True) + 0.03 * torch.randn(3, 300, 3, dtype=torch.float64)
+    assert torch.equal(points_inside_mesh(points, None, built.faces, bvh=picked),
+                       points_inside_mesh(points, verts[rows], built.faces))
+
+
 # bad input ----------------------------------------------------------------------------------------
 
 

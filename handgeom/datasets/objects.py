@@ -11,10 +11,12 @@ Every mesh is closed and outward-oriented. Two topologies build all of them: a l
 sphere (a ring of ``SEGMENTS`` vertices per latitude, a vertex at each pole) whose rings are placed
 by a profile or a radial function, and a torus grid. The mug is a closed body and a handle torus
 whose ends are buried in it: a union of two closed shells, which the inside test (non-zero
-winding) treats as one solid. Meshes are padded to ``OBJECT_VERTS`` vertices and ``OBJECT_FACES``
-faces with copies of vertex 0 and faces ``(0, 0, 0)`` (:func:`pad_mesh`, which the readers' YCB
-meshes use too), so that a batch needs no ragged tensors: zero-area faces are never hit by a ray
-and never closer than the surface they sit on.
+winding) treats as one solid. All eight have the same ``OBJECT_FACES`` faces (the mug's body has
+fewer rings, for its handle), so a batch of them needs no padding faces, which would cost a BVH
+and its rays as much as real ones; the torus's two missing vertices are copies of vertex 0.
+:func:`pad_mesh` fills meshes to common sizes with copies of vertex 0 and faces ``(0, 0, 0)`` (the
+readers' YCB meshes): zero-area faces are never hit by a ray and never closer than the surface
+they sit on.
 """
 
 from __future__ import annotations
@@ -31,15 +33,20 @@ YCB_OBJECTS = ("002_master_chef_can", "003_cracker_box", "004_sugar_box", "005_t
                "019_pitcher_base", "021_bleach_cleanser", "024_bowl", "025_mug", "035_power_drill", "036_wood_block",
                "037_scissors", "040_large_marker", "051_large_clamp", "052_extra_large_clamp", "061_foam_brick")
 OBJECT_CLASSES = SHAPES + YCB_OBJECTS
-RINGS, SEGMENTS = 24, 32  # latitude-longitude sphere: RINGS - 1 rings between the poles
-TORUS_MAJOR, TORUS_MINOR = 32, 12
+# Every shape has the same 960 faces (and 482 vertices; the torus 480), so that a batch of objects
+# needs no padding faces (which cost the BVH build and its rays as much as real ones):
+SEGMENTS = 24      # vertices per ring of the latitude-longitude sphere
+RINGS = 21         # sphere: RINGS - 1 rings between the poles, 2 SEGMENTS (RINGS - 1) faces
+TORUS = (40, 12)   # torus: segments around its axis and around its tube (the same face count)
+MUG_RINGS = 16     # the mug's body (a sphere of MUG_RINGS - 1 rings) and its handle, a torus:
+HANDLE = (15, 8)   # 2 SEGMENTS (MUG_RINGS - 1) + 2 * 15 * 8 = 960 faces
 
 
-def _sphere_faces() -> torch.Tensor:
-    """Faces of the latitude-longitude sphere: vertex 0 the bottom pole, then the rings, then the
-    top pole; outward when ring ``k`` is above ring ``k - 1`` and each ring turns counter-clockwise
-    seen from the top."""
-    n, s = RINGS - 1, SEGMENTS
+def _sphere_faces(rings: int = RINGS) -> torch.Tensor:
+    """Faces of the latitude-longitude sphere of ``rings - 1`` rings: vertex 0 the bottom pole,
+    then the rings, then the top pole; outward when ring ``k`` is above ring ``k - 1`` and each
+    ring turns counter-clockwise seen from the top."""
+    n, s = rings - 1, SEGMENTS
     j = torch.arange(s)
     faces = [torch.stack([torch.zeros_like(j), 1 + (j + 1) % s, 1 + j], 1)]
     for k in range(n - 1):
@@ -50,13 +57,14 @@ def _sphere_faces() -> torch.Tensor:
     return torch.cat(faces)
 
 
-def _torus_faces(offset: int = 0) -> torch.Tensor:
-    i, j = torch.meshgrid(torch.arange(TORUS_MAJOR), torch.arange(TORUS_MINOR), indexing="ij")
-    a = i * TORUS_MINOR + j
-    b = ((i + 1) % TORUS_MAJOR) * TORUS_MINOR + j
-    c = ((i + 1) % TORUS_MAJOR) * TORUS_MINOR + (j + 1) % TORUS_MINOR
-    d = i * TORUS_MINOR + (j + 1) % TORUS_MINOR
-    return torch.cat([torch.stack([a, b, c], -1).view(-1, 3), torch.stack([a, c, d], -1).view(-1, 3)]) + offset
+def _torus_faces(grid: tuple[int, int] = TORUS) -> torch.Tensor:
+    major, minor = grid
+    i, j = torch.meshgrid(torch.arange(major), torch.arange(minor), indexing="ij")
+    a = i * minor + j
+    b = ((i + 1) % major) * minor + j
+    c = ((i + 1) % major) * minor + (j + 1) % minor
+    d = i * minor + (j + 1) % minor
+    return torch.cat([torch.stack([a, b, c], -1).view(-1, 3), torch.stack([a, c, d], -1).view(-1, 3)])
 
 
 def _sphere_dirs() -> torch.Tensor:
@@ -99,19 +107,19 @@ def _rounded_profile(radius: float, half_height: float, rounding: float, n: int)
     return [(0.0, -half_height)] + bottom + top + [(0.0, half_height)]
 
 
-def _torus(major: float, minor: float) -> torch.Tensor:
-    u = torch.arange(TORUS_MAJOR, dtype=torch.float64) * 2 * math.pi / TORUS_MAJOR
-    v = torch.arange(TORUS_MINOR, dtype=torch.float64) * 2 * math.pi / TORUS_MINOR
+def _torus(major: float, minor: float, grid: tuple[int, int] = TORUS) -> torch.Tensor:
+    u = torch.arange(grid[0], dtype=torch.float64) * 2 * math.pi / grid[0]
+    v = torch.arange(grid[1], dtype=torch.float64) * 2 * math.pi / grid[1]
     u, v = torch.meshgrid(u, v, indexing="ij")
     ring = major + minor * torch.cos(v)
     return torch.stack([ring * torch.cos(u), ring * torch.sin(u), minor * torch.sin(v)], -1).reshape(-1, 3)
 
 
 SPHERE_FACES = _sphere_faces()
-SPHERE_VERTS = 2 + (RINGS - 1) * SEGMENTS
 TORUS_FACES = _torus_faces()
-OBJECT_VERTS = SPHERE_VERTS + TORUS_MAJOR * TORUS_MINOR  # the mug, the largest
-OBJECT_FACES = SPHERE_FACES.shape[0] + TORUS_FACES.shape[0]
+MUG_FACES = torch.cat([_sphere_faces(MUG_RINGS), _torus_faces(HANDLE) + 2 + (MUG_RINGS - 1) * SEGMENTS])
+OBJECT_VERTS = 2 + (RINGS - 1) * SEGMENTS
+OBJECT_FACES = SPHERE_FACES.shape[0]
 
 
 def _uniform(g: torch.Generator, lo: float, hi: float) -> float:
@@ -150,12 +158,12 @@ def _shape(name: str, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         return _torus(0.5 - minor, minor), TORUS_FACES
     if name == "mug":
         r, half = _uniform(g, 0.25, 0.33), 0.4
-        body = _revolution(_polyline(_rounded_profile(r, half, 0.1 * r, 3), RINGS + 1))
+        body = _revolution(_polyline(_rounded_profile(r, half, 0.1 * r, 3), MUG_RINGS + 1))
         minor, major = 0.05, 0.2
-        handle = _torus(major, minor)[:, [0, 2, 1]]  # the ring in the xz plane
+        handle = _torus(major, minor, HANDLE)[:, [0, 2, 1]]  # the ring in the xz plane
         handle[:, 0] += r + major - 2.2 * minor  # both ends sunk into the body's wall
         verts = torch.cat([body, handle])
-        return verts - (verts.amax(0) + verts.amin(0)) / 2, torch.cat([SPHERE_FACES, TORUS_FACES + SPHERE_VERTS])
+        return verts - (verts.amax(0) + verts.amin(0)) / 2, MUG_FACES
     raise ValueError(f"make_object: unknown shape {name!r}; known: {SHAPES}")
 
 

@@ -33,7 +33,7 @@ import torch
 from torch.utils.data import Dataset
 
 from handgeom.datasets.augment import photometric
-from handgeom.datasets.objects import OBJECT_CLASSES, OBJECT_FACES, OBJECT_VERTS, SHAPES, make_object, pad_mesh
+from handgeom.datasets.objects import OBJECT_CLASSES, OBJECT_VERTS, SHAPES, make_object
 from handgeom.datasets.sample import (HAND_LABELS, OBJECT_LABEL, SIDES, crop_camera, hand_entries, hand_model,
                                       hands_to_camera, render_labels, seeded_generator)
 from handgeom.hand import HandParams
@@ -47,6 +47,7 @@ __all__ = ["SyntheticInteractingHands", "SyntheticHandObject", "SyntheticSingleH
 F64 = torch.float64
 TIPS = (4, 8, 12, 16, 20)
 SEPARATION_EPS = 1e-4  # metres beyond the last crossing, so that the separated points are strictly outside
+SWEEPS = (8, 8, 4)  # candidates per sweep of a closing stage: brackets of 1/8, 1/64, 1/256 of its motion
 
 
 def _uniform(g: torch.Generator, lo: float, hi: float, shape: tuple[int, ...] = ()) -> torch.Tensor:
@@ -469,7 +470,8 @@ class SyntheticHandObject(_Scenes):
     direction, and pushed along it to the first pose where no hand vertex is inside the object.
     Then its fingers close until contact, each finger on its own (the thumb included): first all
     of its joints together, then its two distal joints, each stage to the last pose before a vertex
-    of that finger enters the object (nested sweeps; a step moves a fingertip by about 0.5 mm).
+    of that finger enters the object (nested sweeps of ``SWEEPS`` candidates, to 1/256 of the stage's
+    motion: a fingertip moves by about 0.5 mm).
     A grasp is kept when at least ``min_contacts`` fingertips lie within ``contact_tolerance``
     (2 mm) of the surface, else a new approach is drawn; after ``attempts`` approaches, a new object
     (up to ``attempts`` objects; none succeeding raises RuntimeError).
@@ -504,11 +506,12 @@ class SyntheticHandObject(_Scenes):
     def scenes(self, gs):
         """Grasps for all samples at once, in rounds: each round gives every sample still without a
         grasp one approach (on a new object when its object has had ``attempts``), batched."""
-        objects: list[tuple | None] = [None] * len(gs)  # (verts, faces, class) padded, as the sample holds it
+        objects: list[tuple | None] = [None] * len(gs)  # (verts, faces, class), as the sample holds it
         tries = [[0, 0] for _ in gs]  # objects drawn, approaches on the current object
         grasps: list[tuple | None] = [None] * len(gs)
         pending = list(range(len(gs)))
         while pending:
+            drawn = False
             for b in pending:
                 if tries[b][0] == 0 or tries[b][1] == self.attempts:
                     if tries[b][0] == self.attempts:
@@ -519,29 +522,31 @@ class SyntheticHandObject(_Scenes):
                     name = self.classes[cls]
                     objects[b] = (*make_object(name, float(_uniform(g, *self.object_size)), g), OBJECT_CLASSES.index(name))
                     tries[b] = [tries[b][0] + 1, 0]
+                    drawn = True
                 tries[b][1] += 1
-            verts = torch.stack([objects[b][0] for b in pending])
-            faces = torch.stack([objects[b][1] for b in pending])
-            # the padding (copies of vertex 0, faces (0, 0, 0)) changes no query's answer
-            bvh = MeshBVH(verts.float(), faces)
-            params = self._approach([gs[b] for b in pending], verts, faces, bvh)
-            params, (joints, hands), contacts = self._close(params, bvh)
+            if drawn:  # every sample's object, built once (objects are redrawn rarely)
+                verts, faces = torch.stack([o[0] for o in objects]), torch.stack([o[1] for o in objects])
+                bvh = MeshBVH(verts.float(), faces)
+                points = torch.stack([surface_points(v, f, 1) for v, f in zip(verts, faces)])
+            params = self._approach([gs[b] for b in pending], verts[pending], points[pending], bvh[pending])
+            params, (joints, hands), contacts = self._close(params, bvh[pending])
             for k, b in enumerate(pending):
                 if contacts[k] >= self.min_contacts:
                     grasps[b] = {"right": params[k]}, {"right": (joints[k], hands[k])}, objects[b]
             pending = [b for b in pending if grasps[b] is None]
         return grasps
 
-    def _approach(self, gs, verts, faces, bvh) -> HandParams:
+    def _approach(self, gs, verts, object_points, bvh) -> HandParams:
         """The open hands ``[B]``, palm towards each object's surface where a ray from a random
         direction, aimed at a random vertex, first meets it, pushed out to the first pose without
-        contact. Objects ``verts [B, V, 3]``, ``faces [B, F, 3]`` (padded), their ``bvh``."""
+        contact. Objects ``verts [B, V, 3]``, their :func:`surface_points` ``object_points [B, N,
+        3]`` and ``bvh``."""
         model = hand_model("right", self.resolution)
         normals, vertices, hands, spins = [], [], [], []
         abduction = torch.tensor([1, 2, 6, 10, 14, 18])  # thumb CMC abduction, twist; finger abductions
         for g, v in zip(gs, verts):
             normals.append(_unit(g))
-            vertices.append(v[int(torch.randint(OBJECT_VERTS, (), generator=g))])  # a padded slot is vertex 0
+            vertices.append(v[int(torch.randint(OBJECT_VERTS, (), generator=g))])  # the torus's last 2: vertex 0
             params = model.rest_pose((), F64)
             params.angles = self.lo + (self.hi - self.lo) * _uniform(g, 0.0, 0.3, (21,))
             params.angles[abduction] = self.lo[abduction] + (self.hi - self.lo)[abduction] * _uniform(g, 0.2, 0.8, (6,))
@@ -552,7 +557,8 @@ class SyntheticHandObject(_Scenes):
         n = torch.stack(normals)
         # the ray at the centre, or at the vertex if that one misses (a torus)
         targets = torch.stack([torch.zeros_like(n), torch.stack(vertices)], 1)  # [B, 2, 3]
-        t, _, _ = ray_mesh_intersect((targets + n[:, None]).float(), -n[:, None].float().expand(-1, 2, 3), None, faces, bvh=bvh)
+        t, _, _ = ray_mesh_intersect((targets + n[:, None]).float(), -n[:, None].float().expand(-1, 2, 3), None, bvh.faces,
+                                     bvh=bvh)
         centre_hit = torch.isfinite(t[:, 0])
         target = torch.where(centre_hit[:, None], targets[:, 0], targets[:, 1])
         t = torch.where(centre_hit, t[:, 0], t[:, 1])
@@ -568,8 +574,7 @@ class SyntheticHandObject(_Scenes):
         params.rotation, params.translation = torch.stack(rotations), torch.stack(moved)
         hand = torch.stack([h @ R.T + t for h, R, t in zip(hand, rotations, moved)])  # = the model's for the moved params
         hand_faces = model.faces
-        object_points = torch.stack([surface_points(v, f, 1) for v, f in zip(verts, faces)])
-        shift = _separation(surface_points(hand, hand_faces), object_points, MeshBVH(hand.float(), hand_faces), bvh,
+        shift = _separation(surface_points(hand, hand_faces, 1), object_points, MeshBVH(hand.float(), hand_faces), bvh,
                             n) + SEPARATION_EPS
         params.translation = params.translation + shift[:, None] * n
         return params
@@ -583,26 +588,28 @@ class SyntheticHandObject(_Scenes):
         for joints in self.stages:  # [5, k] angle indices per finger
             start = params.angles[:, joints]  # [B, 5, k]
             target = self.hi[joints]
-            t_lo, t_hi = torch.zeros(B, 5, dtype=F64), torch.ones(B, 5, dtype=F64)
-            for n in (16, 16):
-                ts = t_lo[:, None] + (t_hi - t_lo)[:, None] * torch.linspace(0, 1, n, dtype=F64)[:, None]  # [B, n, 5]
-                angles = params.angles[:, None].expand(B, n, 21).clone()
+            # per finger, [lo, hi] brackets the first collision: lo is free (at first the start,
+            # free by the separation or the stage before), hi collides (at first unknown: tested too)
+            lo, hi = torch.zeros(B, 5, dtype=F64), torch.ones(B, 5, dtype=F64)
+            for sweep, n in enumerate(SWEEPS):
+                steps = torch.arange(1, n + 1 if sweep == 0 else n, dtype=F64) / n
+                ts = lo[:, None] + (hi - lo)[:, None] * steps[:, None]  # [B, m, 5]
+                m = ts.shape[1]
+                angles = params.angles[:, None].expand(B, m, 21).clone()
                 angles[:, :, joints] = start[:, None] + ts[..., None] * (target - start)[:, None]
-                candidate = HandParams(rotation=params.rotation[:, None].expand(B, n, 3, 3),
-                                       translation=params.translation[:, None].expand(B, n, 3),
-                                       bone_lengths=params.bone_lengths[:, None].expand(B, n, 20), angles=angles,
-                                       scale=params.scale[:, None].expand(B, n))
+                candidate = HandParams(rotation=params.rotation[:, None].expand(B, m, 3, 3),
+                                       translation=params.translation[:, None].expand(B, m, 3),
+                                       bone_lengths=params.bone_lengths[:, None].expand(B, m, 20), angles=angles,
+                                       scale=params.scale[:, None].expand(B, m))
                 hand = model(candidate).verts[:, :, self.moving]  # the vertices that flexion moves
-                inside = points_inside_mesh(hand.reshape(B, -1, 3).float(), None, bvh.faces, bvh=bvh).view(B, n, -1)
-                collides = torch.zeros(B, n, 5).index_add_(2, self.finger_of, inside.float()) > 0  # [B, n, 5]
-                first = torch.where(collides.any(1), collides.float().argmax(1), n)  # [B, 5]
-                # bracket the first collision by the candidate before it; no collision: all is free
-                k = first.clamp(1, n - 1)
-                before, at = ts.gather(1, (k - 1)[:, None]).squeeze(1), ts.gather(1, k[:, None]).squeeze(1)
-                t_lo = torch.where(first == n, ts[:, -1], torch.where(first == 0, ts[:, 0], before))
-                t_hi = torch.where(first == n, ts[:, -1], torch.where(first == 0, ts[:, 0], at))
+                inside = points_inside_mesh(hand.reshape(B, -1, 3).float(), None, bvh.faces, bvh=bvh).view(B, m, -1)
+                collides = torch.zeros(B, m, 5).index_add_(2, self.finger_of, inside.float()) > 0  # [B, m, 5]
+                first = torch.where(collides.any(1), collides.float().argmax(1), m)  # [B, 5]
+                free = ts.gather(1, (first - 1).clamp_min(0)[:, None]).squeeze(1)  # the last free candidate
+                lo, hi = (torch.where(first == 0, lo, free),
+                          torch.where(first == m, hi if sweep else free, ts.gather(1, first.clamp(max=m - 1)[:, None]).squeeze(1)))
             params.angles = params.angles.clone()
-            params.angles[:, joints] = start + t_lo[..., None] * (target - start)
+            params.angles[:, joints] = start + lo[..., None] * (target - start)
         hand = model(params)
         distance, _, _ = signed_distance(hand.joints[:, list(TIPS)].float(), None, bvh.faces, bvh=bvh)
         return params, (hand.joints, hand.verts), (distance.abs() <= self.contact_tolerance).sum(1)

@@ -73,6 +73,16 @@ class MeshBVH:
         """``[B]``: 0 for a finite mesh, NaN for a mesh with a non-finite vertex (added to results)."""
         return torch.zeros_like(self.scale).masked_fill(~self.finite, math.nan)
 
+    def __getitem__(self, index: torch.Tensor | list[int]) -> "MeshBVH":
+        """The BVHs of the batch's meshes ``index`` (batch indices, in that order): the same trees
+        as built for those meshes alone, without building them again."""
+        index = torch.as_tensor(index, dtype=torch.long, device=self.scale.device)
+        mesh = MeshBVH.__new__(MeshBVH)
+        mesh.faces = self.faces if self.faces.dim() == 2 else self.faces[index]
+        for name in ("order", "tris", "boxes", "verts", "finite", "scale"):
+            setattr(mesh, name, getattr(self, name)[index])
+        return mesh
+
     def unit(self, x: torch.Tensor) -> torch.Tensor:
         """Points ``[B, N, 3]`` in the frame of the stored (scaled) meshes."""
         return x * self.scale[:, None, None]

@@ -295,3 +295,13 @@ def test_any_batch_shape_empty_included(shape):
     verts = out.verts.reshape(n, model.num_verts, 3)
     for i in range(n):  # each hand as if alone, bit for bit: a hand's bits never depend on its batch
         assert torch.equal(verts[i], model(flat[i]).verts) and torch.equal(out.joints.reshape(n, 21, 3)[i], model(flat[i]).joints)
+
+
+@pytest.mark.parametrize("side", ["right", "left"])
+def test_a_subset_of_vertices_is_those_rows_of_the_full_output(side):
+    model = HandModel(side)
+    params = model.sample_poses(6, torch.Generator().manual_seed(6), global_rotation=True, dtype=torch.float64)
+    params.translation = torch.randn(6, 3, dtype=torch.float64)
+    index = torch.tensor([model.num_verts - 1, 0, 200, 200, 57])
+    full, part = model(params), model(params, index)
+    assert torch.equal(part.verts, full.verts[:, index]) and torch.equal(part.joints, full.joints)

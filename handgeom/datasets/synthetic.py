@@ -601,7 +601,7 @@ class SyntheticHandObject(_Scenes):
                                        translation=params.translation[:, None].expand(B, m, 3),
                                        bone_lengths=params.bone_lengths[:, None].expand(B, m, 20), angles=angles,
                                        scale=params.scale[:, None].expand(B, m))
-                hand = model(candidate).verts[:, :, self.moving]  # the vertices that flexion moves
+                hand = model(candidate, self.moving).verts  # the vertices that flexion moves
                 inside = points_inside_mesh(hand.reshape(B, -1, 3).float(), None, bvh.faces, bvh=bvh).view(B, m, -1)
                 collides = torch.zeros(B, m, 5).index_add_(2, self.finger_of, inside.float()) > 0  # [B, m, 5]
                 first = torch.where(collides.any(1), collides.float().argmax(1), m)  # [B, 5]

@@ -92,20 +92,24 @@ class HandSurface(torch.nn.Module):
     def num_verts(self) -> int:
         return self.palm_offsets.shape[0] + self.tube_offset.shape[0]
 
-    def vertices(self, joints: torch.Tensor, frames: torch.Tensor) -> torch.Tensor:
-        """Hand-frame vertices ``[..., V, 3]`` from ``local_skeleton`` output."""
+    def vertices(self, joints: torch.Tensor, frames: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
+        """Hand-frame vertices ``[..., V, 3]`` from ``local_skeleton`` output; with ``index``
+        (int64 ``[n]``), only those vertices ``[..., n, 3]`` (the same bits: each is its own sum)."""
         skeleton = torch.cat([joints, frames.transpose(-1, -2).flatten(-3, -2)], -2)  # [..., 81, 3]
         # Term by term, in products and sums (no fused multiply-add): every hand gets the same bits
         # in any batch, where a matrix product rounds by the batch's width. The batch is the
         # columns, so each operation is one long contiguous loop, and each term is added as it is
         # made (one [5 V, 3 batch] intermediate was ten times slower for 256 hands).
         columns = skeleton.movedim(-2, 0).reshape(81, -1)  # [81, 3 * batch]
-        count, width = self.skin_index.shape
-        weight = self.skin_weight.to(joints)
-        verts = columns.index_select(0, self.skin_index[:, 0]).mul_(weight[:, :1])
+        rows, weight, offsets = self.skin_index, self.skin_weight, self.rest_offsets
+        if index is not None:
+            rows, weight, offsets = rows[index], weight[index], offsets[index]
+        count, width = rows.shape
+        weight = weight.to(joints)
+        verts = columns.index_select(0, rows[:, 0]).mul_(weight[:, :1])
         for k in range(1, width):
-            verts += columns.index_select(0, self.skin_index[:, k]).mul_(weight[:, k:k + 1])
-        return verts.view(count, *skeleton.shape[:-2], 3).movedim(0, -2) + self.rest_offsets.to(joints)
+            verts += columns.index_select(0, rows[:, k]).mul_(weight[:, k:k + 1])
+        return verts.view(count, *skeleton.shape[:-2], 3).movedim(0, -2) + offsets.to(joints)
 
 
 def _linear_recipe(palm_coeffs, palm_offsets, tube_s, tube_blend, tube_offset, tube_bone, tube_prev, tube_parent,

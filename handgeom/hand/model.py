@@ -134,11 +134,13 @@ class HandModel(torch.nn.Module):
             params.rotation = quaternion_to_matrix(q)
         return params.to(dtype=dtype, device=device)
 
-    def forward(self, params: HandParams) -> HandOutput:
+    def forward(self, params: HandParams, vertices: torch.Tensor | None = None) -> HandOutput:
+        """The posed hands; with ``vertices`` (int64 indices), ``verts`` holds only those (for
+        collision tests of a part: the same bits as the full output's rows, for less work)."""
         batch_dims = len(_checked_batch_shape(params))
         rotation = rotation_matrix(params.rotation, batch_dims)
         joints, frames = local_skeleton(params.angles, params.bone_lengths)
-        verts = self.surface.vertices(joints, frames)
+        verts = self.surface.vertices(joints, frames, vertices)
         mirror = self.side == "left"
         world = place(torch.cat([joints, verts], -2), rotation, params.translation, mirror, params.scale)
         return HandOutput(joints=world[..., :21, :], verts=world[..., 21:, :],

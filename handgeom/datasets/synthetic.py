@@ -574,8 +574,8 @@ class SyntheticHandObject(_Scenes):
         params.rotation, params.translation = torch.stack(rotations), torch.stack(moved)
         hand = torch.stack([h @ R.T + t for h, R, t in zip(hand, rotations, moved)])  # = the model's for the moved params
         hand_faces = model.faces
-        shift = _separation(surface_points(hand, hand_faces, 1), object_points, MeshBVH(hand.float(), hand_faces), bvh,
-                            n) + SEPARATION_EPS
+        # the hand's vertices (the grasp's bound is on them) and the object's surface points
+        shift = _separation(hand, object_points, MeshBVH(hand.float(), hand_faces), bvh, n) + SEPARATION_EPS
         params.translation = params.translation + shift[:, None] * n
         return params
 

@@ -137,6 +137,11 @@ def test_eval_and_export_of_a_tiny_checkpoint(tmp_path, capsys):
     assert all(v.dtype != torch.float32 for v in shipped["state_dict"].values())
     model, _, _ = load_checkpoint(DIR, ckpt)
     assert not model.training
+    # shipped weights evaluate as their checkpoint does (float32 weights: the same numbers)
+    export_weights(ckpt, tmp_path / "full.pt", half=False)
+    again = evaluate_checkpoint(DIR, tmp_path / "full.pt", "synthetic", size=3)
+    assert {k: v for k, v in again.items() if k != "checkpoint"} == {k: v for k, v in metrics.items() if k != "checkpoint"}
+    assert again["checkpoint"]["step"] == 4 and again["checkpoint"]["preset"] == "tiny"
 
 
 def test_init_fine_tunes_from_a_checkpoint_or_shipped_weights(tmp_path):

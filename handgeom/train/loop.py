@@ -19,7 +19,7 @@ import json
 import math
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator, Protocol
 
@@ -366,8 +366,20 @@ def _weights(system: System, path: Path) -> tuple[dict[str, torch.Tensor], dict]
 
 
 def load_checkpoint(system: System, path: Path, device: str = "cpu") -> tuple[nn.Module, TrainConfig, dict]:
-    """The model of a checkpoint written by :func:`train`, in eval mode, with its config and state."""
+    """The model of a checkpoint written by :func:`train`, or of shipped weights written by
+    :func:`export_weights` (their preset's config with the record's settings), in eval mode, with
+    its config and state."""
     state = _read(path, "checkpoint")
+    if "record" in state and "state_dict" in state:  # shipped weights: a checkpoint's fields from the record
+        record = state["record"]
+        if record.get("system") != system.name or record.get("preset") not in system.PRESETS:
+            raise TrainError(f"{path}: not {system.name} weights of a known preset")
+        preset = system.PRESETS[record["preset"]]
+        config = replace(preset, seed=record.get("seed", preset.seed), model=record.get("model", preset.model),
+                         loss=record.get("loss", preset.loss))
+        state = {"system": system.name, "config": asdict(config), "step": record["steps"], "preset": record["preset"],
+                 "data": record["data"], "model": {k: v.float() if v.is_floating_point() else v
+                                                   for k, v in state["state_dict"].items()}}
     if state.get("system") != system.name:
         raise TrainError(f"{path}: not a {system.name} checkpoint")
     config = TrainConfig(**state["config"])

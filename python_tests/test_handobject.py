@@ -157,12 +157,17 @@ def test_loss_terms_against_hand_computation(targets):
     shifted = [{**o, "joints": o["joints"] + torch.tensor([0.015, 0, 0])} for o in outputs]
     _, terms = handobject_loss(shifted, targets, faces)
     assert math.isclose(float(terms["joints_3d"]), 2 * 0.5 * 0.1 ** 2 / 3, rel_tol=1e-4)
-    # the object term averages only the template's real vertices: moving the padding changes nothing
-    padded = ~targets["object_real"]
-    assert padded.any()
-    moved = [{**o, "object_verts": torch.where(padded[..., None], o["object_verts"] + 1.0, o["object_verts"])}
-             for o in outputs]
-    _, terms = handobject_loss(moved, targets, faces)
+    # the object term averages only the template's real vertices: moving the padding (copies of
+    # vertex 0, as meshes of different sizes get in a batch) changes nothing
+    data = SyntheticHandObject(2, 64, seed=3)
+    batch = torch.utils.data.default_collate([data[0], data[1]])
+    batch["object_verts"] = torch.cat([batch["object_verts"], batch["object_verts"][:, :1].expand(-1, 5, 3)], 1)
+    padded_targets = handobject_targets(batch)
+    padded = ~padded_targets["object_real"]
+    assert padded[:, -5:].all()
+    moved = [{**o, "object_verts": torch.where(padded[..., None], padded_targets["object_verts"] + 1.0,
+                                               padded_targets["object_verts"])} for o in outputs]
+    _, terms = handobject_loss(moved, padded_targets, faces)
     assert terms["object"] == 0
 
 

@@ -26,9 +26,10 @@ key                shape, dtype         content
 ``angles``         [2, 21] float32
 ``scale``          [2] float32
 ``object_verts``   [Vo, 3] float32      the posed object (hand-object samples; the readers' with
-``object_faces``   [Fo, 3] int64        ``objects=True``), padded to a fixed size by copies of
-                                        vertex 0 and faces ``(0, 0, 0)``, which no mesh query
-                                        sees (zero area, on the surface)
+``object_faces``   [Fo, 3] int64        ``objects=True``), of a fixed size: the procedural
+                                        objects all have 960 faces; other meshes are padded by
+                                        copies of vertex 0 and faces ``(0, 0, 0)``, which no mesh
+                                        query sees (zero area, on the surface)
 ``object_pose``    [3, 4] float32       ``[R | t]``: object frame to camera
 ``object_class``   [] int64             index in :data:`handgeom.datasets.objects.OBJECT_CLASSES`
 =================  ===================  =====================================================

@@ -33,8 +33,7 @@ YCB_OBJECTS = ("002_master_chef_can", "003_cracker_box", "004_sugar_box", "005_t
                "019_pitcher_base", "021_bleach_cleanser", "024_bowl", "025_mug", "035_power_drill", "036_wood_block",
                "037_scissors", "040_large_marker", "051_large_clamp", "052_extra_large_clamp", "061_foam_brick")
 OBJECT_CLASSES = SHAPES + YCB_OBJECTS
-# Every shape has the same 960 faces (and 482 vertices; the torus 480), so that a batch of objects
-# needs no padding faces (which cost the BVH build and its rays as much as real ones):
+# Every shape has the same 960 faces and 482 vertices (the torus 480; see the module docstring):
 SEGMENTS = 24      # vertices per ring of the latitude-longitude sphere
 RINGS = 21         # sphere: RINGS - 1 rings between the poles, 2 SEGMENTS (RINGS - 1) faces
 TORUS = (40, 12)   # torus: segments around its axis and around its tube (the same face count)

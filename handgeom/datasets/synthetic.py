@@ -528,8 +528,9 @@ class SyntheticHandObject(_Scenes):
                 verts, faces = torch.stack([o[0] for o in objects]), torch.stack([o[1] for o in objects])
                 bvh = MeshBVH(verts.float(), faces)
                 points = torch.stack([surface_points(v, f, 1) for v, f in zip(verts, faces)])
-            params = self._approach([gs[b] for b in pending], verts[pending], points[pending], bvh[pending])
-            params, (joints, hands), contacts = self._close(params, bvh[pending])
+            mine = bvh[pending]
+            params = self._approach([gs[b] for b in pending], verts[pending], points[pending], mine)
+            params, (joints, hands), contacts = self._close(params, mine)
             for k, b in enumerate(pending):
                 if contacts[k] >= self.min_contacts:
                     grasps[b] = {"right": params[k]}, {"right": (joints[k], hands[k])}, objects[b]

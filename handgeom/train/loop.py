@@ -362,7 +362,12 @@ def _weights(system: System, path: Path) -> tuple[dict[str, torch.Tensor], dict]
     record, weights = state.get("record", state), state.get("model", state.get("state_dict"))
     if record.get("system") != system.name or weights is None:
         raise TrainError(f"--init: {path} holds no {system.name} weights")
-    return {k: v.float() if v.is_floating_point() else v for k, v in weights.items()}, _origin(path, state)
+    return _float32(weights), _origin(path, state)
+
+
+def _float32(weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A state dict with its floating-point tensors in float32 (shipped weights store float16)."""
+    return {k: v.float() if v.is_floating_point() else v for k, v in weights.items()}
 
 
 def load_checkpoint(system: System, path: Path, device: str = "cpu") -> tuple[nn.Module, TrainConfig, dict]:
@@ -378,8 +383,7 @@ def load_checkpoint(system: System, path: Path, device: str = "cpu") -> tuple[nn
         config = replace(preset, seed=record.get("seed", preset.seed), model=record.get("model", preset.model),
                          loss=record.get("loss", preset.loss))
         state = {"system": system.name, "config": asdict(config), "step": record["steps"], "preset": record["preset"],
-                 "data": record["data"], "model": {k: v.float() if v.is_floating_point() else v
-                                                   for k, v in state["state_dict"].items()}}
+                 "data": record["data"], "model": _float32(state["state_dict"])}
     if state.get("system") != system.name:
         raise TrainError(f"{path}: not a {system.name} checkpoint")
     config = TrainConfig(**state["config"])
